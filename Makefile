@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv when missing.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# Reinstall when the dependencies or the checkout location change.
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(shell echo $(CURDIR) | sha1sum | cut -c1-8)
+
+.PHONY: demo test install clean-venv docs
+
+demo: $(STAMP)
+	$(VENV)/bin/dance run graphs/demo.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+install: $(STAMP)
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+docs: $(STAMP)
+	$(VENV)/bin/dance nodes --markdown > docs/nodes.md
+
+clean-venv:
+	rm -rf $(VENV)

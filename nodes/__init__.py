@@ -1,0 +1,15 @@
+"""Built-in nodes. Each entry maps the YAML `type:` name to `module:Class`, imported on first use
+so that a graph only loads the libraries (torch, projectaria-tools, ...) its nodes need."""
+
+BUILTIN = {
+    "aria_vrs": "nodes.aria_vrs:AriaVrsSource",
+    "synthetic_aria": "nodes.synthetic:SyntheticAriaSource",
+    "record": "nodes.recording:Record",
+    "replay": "nodes.recording:Replay",
+    "jsonl": "nodes.jsonl:JsonlSink",
+    "stats": "nodes.stats:StatsSink",
+    "zmq_pub": "nodes.zmq_bridge:ZmqPub",
+    "zmq_sub": "nodes.zmq_bridge:ZmqSub",
+    "encode": "nodes.codec:Encode",
+    "decode": "nodes.codec:Decode",
+}

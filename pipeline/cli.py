@@ -1,0 +1,115 @@
+"""The `dance` command line: graphs (run, validate, nodes, keys) and codecs (see dance/cli.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.metadata import version
+
+from . import graph as graphs
+from .launcher import RunError, run_graph, run_group
+from .nodedoc import describe_nodes
+from .transport import create_keys
+
+
+def _load(args) -> graphs.Graph | None:
+    try:
+        return graphs.load(args.graph, args.set)
+    except graphs.GraphError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return None
+
+
+def cmd_validate(args) -> int:
+    graph = _load(args)
+    if graph is None:
+        return 2
+    crossing = sum(graph.crossing(e) for e in graph.edges)
+    print(f"{args.graph}: ok ({len(graph.nodes)} nodes, {len(graph.edges)} edges, "
+          f"{len(graph.groups)} groups, {crossing} edges over ZeroMQ)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    graph = _load(args)
+    if graph is None:
+        return 2
+    try:
+        if args.group:
+            if args.group not in graph.groups:
+                print(f"error: {args.graph}: no group named '{args.group}' "
+                      f"(groups: {', '.join(graph.groups)})", file=sys.stderr)
+                return 2
+            endpoints = json.loads(args.endpoints) if args.endpoints else None
+            return run_group(graph, args.group, endpoints=endpoints, duration=args.duration,
+                             stats_to=args.stats_to, report=args.report,
+                             show_status=not args.quiet)
+        return run_graph(graph, args.set, duration=args.duration, report=args.report,
+                         show_status=not args.quiet)
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_nodes(args) -> int:
+    print(describe_nodes(markdown=args.markdown))
+    return 0
+
+
+def cmd_keys(args) -> int:
+    create_keys(args.directory)
+    print(f"wrote CURVE key pairs server.key/.key_secret and client.key/.key_secret to "
+          f"{args.directory}; copy the directory to both hosts and set `curve_keys:` in the graph")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dance", description="Split computing for wearable sensors: dataflow graphs over "
+                                  "ZeroMQ and DANCE neural codecs.")
+    parser.add_argument("--version", action="version", version=f"dance {version('dance')}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a graph", description="Run a YAML graph; groups run "
+                         "as separate processes linked by ZeroMQ.")
+    run.add_argument("graph", help="graph YAML file")
+    run.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                     help="override a node parameter (YAML value), repeatable")
+    run.add_argument("--report", metavar="FILE", help="write per-node figures as JSON")
+    run.add_argument("--duration", type=float, metavar="S", help="stop sources after S seconds")
+    run.add_argument("--group", help="run only this group (for groups on other hosts)")
+    run.add_argument("--quiet", action="store_true", help="no live status line")
+    run.add_argument("--endpoints", help=argparse.SUPPRESS)
+    run.add_argument("--stats-to", help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a graph and report every error with "
+                              "file:line (exit 2 on errors)")
+    validate.add_argument("graph")
+    validate.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE")
+    validate.set_defaults(func=cmd_validate)
+
+    nodes = sub.add_parser("nodes", help="list node types with their ports and parameters")
+    nodes.add_argument("--markdown", action="store_true", help="print the node reference page")
+    nodes.set_defaults(func=cmd_nodes)
+
+    keys = sub.add_parser("keys", help="create CURVE key pairs for encrypted links")
+    keys.add_argument("directory")
+    keys.set_defaults(func=cmd_keys)
+
+    try:  # TEMP until dance.cli lands
+        from dance.cli import register
+        register(sub)
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""`dance run`: one group in this process, or one worker process per local group.
+
+Workers are `dance run GRAPH --group NAME` processes; they report per-node figures to the
+launcher as JSON over a ZeroMQ PUSH socket, and the launcher prints one status line and writes
+the report. Groups on other hosts (`host:` in the graph) are started there by the user.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import zmq
+
+from .graph import Graph
+from .runtime import GroupRunner
+from .status import StatusLine, print_summary
+from .transport import free_endpoint
+
+DRAIN_TIMEOUT_S = 10.0
+
+
+class RunError(RuntimeError):
+    pass
+
+
+def resolve_endpoints(graph: Graph, given: dict[str, str] | None = None) -> dict[str, str]:
+    """Every group's inbox endpoint: from --endpoints, then the graph, then a free local port."""
+    endpoints = {}
+    for name, group in graph.groups.items():
+        endpoint = (given or {}).get(name) or group.endpoint
+        if endpoint is None:
+            if group.host != "local":
+                raise RunError(f"{graph.path}:{group.line}: group '{name}' runs on host "
+                               f"'{group.host}' and needs an 'endpoint:'")
+            endpoint = free_endpoint()
+        endpoints[name] = endpoint
+    return endpoints
+
+
+def _install_stop_handlers(request_stop) -> None:
+    """First Ctrl-C/SIGTERM drains; a second one abandons the queues."""
+    presses = []
+
+    def handler(signum, frame):
+        presses.append(signum)
+        request_stop(hard=len(presses) > 1)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _stop_after(runner: GroupRunner, seconds: float) -> None:
+    """Ask sources to stop; if the graph has not drained after a grace period, abandon it."""
+    def later():
+        runner.request_stop()
+        if not runner.hard_stop.wait(DRAIN_TIMEOUT_S):
+            runner.request_stop(hard=True)
+    timer = threading.Timer(seconds, later)
+    timer.daemon = True
+    timer.start()
+
+
+def run_group(graph: Graph, group: str, *, endpoints: dict[str, str] | None = None,
+              duration: float | None = None, stats_to: str | None = None,
+              report: str | None = None, show_status: bool = True) -> int:
+    """Run one group here. As a worker (`stats_to`), stream figures to the launcher."""
+    endpoints = resolve_endpoints(graph, endpoints)
+    ctx = zmq.Context.instance()
+    push = None
+    if stats_to:
+        push = ctx.socket(zmq.PUSH)
+        push.linger = 2000
+        push.connect(stats_to)
+    status = StatusLine(enabled=show_status and push is None)
+    last = [0.0]
+
+    def on_status(snapshot: dict) -> None:
+        now = time.monotonic()
+        if now - last[0] < 1.0:
+            return
+        last[0] = now
+        if push is not None:
+            push.send_json({"group": group, "final": False, **snapshot})
+        status.update(snapshot["nodes"])
+
+    runner = GroupRunner(graph, group, endpoints, on_status=on_status)
+
+    def request_stop(hard: bool = False) -> None:
+        runner.request_stop(hard)
+        if not hard:
+            _stop_after(runner, 0)
+    _install_stop_handlers(request_stop)
+    if duration:
+        _stop_after(runner, duration)
+    started = time.monotonic()
+    code = runner.run()
+    status.clear()
+    snapshot = runner.snapshot()
+    if runner.error:
+        print(f"error: {runner.error}", file=sys.stderr)
+    if push is not None:
+        push.send_json({"group": group, "final": True, **snapshot})
+        push.close()
+    else:
+        result = _report(graph, time.monotonic() - started, code, [snapshot])
+        print_summary(result)
+        if report:
+            _write_report(report, result)
+    return code
+
+
+def run_graph(graph: Graph, overrides: list[str], *, duration: float | None = None,
+              report: str | None = None, show_status: bool = True) -> int:
+    """Run every local group: in this process if there is one, else one worker each."""
+    if len(graph.groups) == 1:
+        return run_group(graph, next(iter(graph.groups)), duration=duration, report=report,
+                         show_status=show_status)
+    local = [name for name, g in graph.groups.items() if g.host == "local"]
+    endpoints = resolve_endpoints(graph)
+    for name, group in graph.groups.items():
+        if group.host != "local":
+            print(f"note: group '{name}' runs on host '{group.host}': start it there with "
+                  f"`dance run {graph.path} --group {name}`", file=sys.stderr)
+    ctx = zmq.Context.instance()
+    pull = ctx.socket(zmq.PULL)
+    pull.linger = 0
+    stats_to = free_endpoint()
+    pull.bind(stats_to)
+    workers = {}
+    for name in local:
+        cmd = [sys.executable, "-m", "pipeline.cli", "run", graph.path, "--group", name,
+               "--endpoints", json.dumps(endpoints), "--stats-to", stats_to]
+        cmd += [arg for item in overrides for arg in ("--set", item)]
+        if duration:
+            cmd += ["--duration", str(duration)]
+        workers[name] = subprocess.Popen(cmd, start_new_session=True)
+    stopping = []
+
+    def request_stop(hard: bool = False) -> None:
+        stopping.append(hard)
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+    _install_stop_handlers(request_stop)
+
+    started = time.monotonic()
+    status = StatusLine(enabled=show_status)
+    latest: dict[str, dict] = {}
+    while any(p.poll() is None for p in workers.values()) or pull.poll(0):
+        if pull.poll(200):
+            message = pull.recv_json()
+            latest[message["group"]] = message
+            status.update({k: v for m in latest.values() for k, v in m["nodes"].items()})
+        if not stopping and any(p.poll() not in (None, 0) for p in workers.values()):
+            request_stop()
+    status.clear()
+    pull.close()
+    codes = {name: proc.returncode for name, proc in workers.items()}
+    code = 0 if all(c == 0 for c in codes.values()) else 1
+    missing = [name for name in workers if not latest.get(name, {}).get("final")]
+    for name in missing:
+        print(f"error: group '{name}' exited with code {codes[name]} without a final report",
+              file=sys.stderr)
+    result = _report(graph, time.monotonic() - started, code, list(latest.values()))
+    result["groups"] = {name: {"exit_code": c, "endpoint": endpoints[name]}
+                        for name, c in codes.items()}
+    print_summary(result)
+    if report:
+        _write_report(report, result)
+    return code
+
+
+def _report(graph: Graph, wall_s: float, code: int, snapshots: list[dict]) -> dict:
+    nodes, links = {}, {}
+    for snap in snapshots:
+        nodes.update(snap["nodes"])
+        links.update(snap.get("links", {}))
+    order = {name: i for i, name in enumerate(graph.nodes)}
+    errors = [s["error"] for s in snapshots if s.get("error")]
+    return {"graph": graph.name, "file": graph.path, "wall_s": round(wall_s, 3),
+            "exit_code": code, "error": errors[0] if errors else None,
+            "nodes": dict(sorted(nodes.items(), key=lambda kv: order.get(kv[0], 0))),
+            "links": links}
+
+
+def _write_report(path: str, result: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")

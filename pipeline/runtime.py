@@ -1,0 +1,334 @@
+"""Runs the nodes of one group in this process: a thread per node, bounded inboxes.
+
+Every edge has its own bounded queue with its policy; `block` waits for room, `drop_oldest`
+evicts the oldest packet, `latest` keeps only the newest. Every drop is counted. End of stream
+flows along edges: a node finishes once all its inputs have ended and drained, then ends its own
+outputs. Edges to other groups go through `transport.LinkSender`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import zmq
+
+from . import wire
+from .graph import EdgeSpec, Graph, NodeSpec, is_source
+from .node import Node, Source
+from .packet import Packet
+from .transport import CurveServer, LinkReceiver, LinkSender
+
+
+@dataclass
+class NodeStats:
+    group: str
+    type: str
+    count_in: int = 0
+    count_out: int = 0
+    dropped: int = 0
+    dropped_out: int = 0
+    errors: int = 0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=4096))
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+    def snapshot(self) -> dict:
+        lat = np.asarray(self.latencies_ms, dtype=float)
+        pct = ({"p50": round(float(np.percentile(lat, 50)), 3),
+                "p95": round(float(np.percentile(lat, 95)), 3)} if lat.size
+               else {"p50": None, "p95": None})
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return {"group": self.group, "type": self.type, "in": self.count_in,
+                "out": self.count_out, "dropped": self.dropped, "dropped_out": self.dropped_out,
+                "errors": self.errors, "latency_ms": pct,
+                "rate_hz": round(max(self.count_in, self.count_out) / elapsed, 2),
+                "finished": self.finished}
+
+
+class Inbox:
+    """Per-edge bounded queues of one node, served oldest-first across edges."""
+
+    def __init__(self, stats: NodeStats):
+        self.cond = threading.Condition()
+        self.queues: list[deque] = []
+        self.edges: list[EdgeSpec] = []
+        self.open: list[bool] = []
+        self.stats, self.dead, self._ticket = stats, False, 0
+
+    def add_edge(self, edge: EdgeSpec) -> int:
+        self.queues.append(deque())
+        self.edges.append(edge)
+        self.open.append(True)
+        return len(self.queues) - 1
+
+    def put(self, index: int, packet: Packet, hard_stop: threading.Event) -> None:
+        edge, queue = self.edges[index], self.queues[index]
+        with self.cond:
+            if edge.policy == "block":
+                while len(queue) >= edge.size and not self.dead and not hard_stop.is_set():
+                    self.cond.wait(0.1)
+            if self.dead or hard_stop.is_set() or (len(queue) >= edge.size
+                                                   and edge.policy == "block"):
+                self.stats.dropped += 1
+                return
+            while len(queue) >= edge.size:
+                queue.popleft()
+                self.stats.dropped += 1
+            self._ticket += 1
+            queue.append((self._ticket, time.perf_counter(), packet))
+            self.cond.notify_all()
+
+    def close(self, index: int) -> None:
+        with self.cond:
+            self.open[index] = False
+            self.cond.notify_all()
+
+    def kill(self) -> None:
+        """The node has failed: refuse (and count) further packets so senders never block."""
+        with self.cond:
+            self.dead = True
+            for queue in self.queues:
+                self.stats.dropped += len(queue)
+                queue.clear()
+            self.cond.notify_all()
+
+    def get(self, hard_stop: threading.Event) -> tuple[str, Packet, float] | None:
+        """The oldest waiting packet as (port, packet, enqueue time), or None at end of stream."""
+        with self.cond:
+            while True:
+                if hard_stop.is_set():
+                    return None
+                ready = [i for i, q in enumerate(self.queues) if q]
+                if ready:
+                    i = min(ready, key=lambda j: self.queues[j][0][0])
+                    _, enqueued, packet = self.queues[i].popleft()
+                    self.cond.notify_all()
+                    return self.edges[i].dst_port, packet, enqueued
+                if not any(self.open):
+                    return None
+                self.cond.wait(0.1)
+
+
+class NodeFailed(RuntimeError):
+    pass
+
+
+class GroupRunner:
+    """Builds and runs the nodes of `group`; `run()` returns once they have all finished."""
+
+    def __init__(self, graph: Graph, group: str, endpoints: dict[str, str],
+                 on_status: Callable[[dict], None] | None = None,
+                 connect_timeout_s: float = 60.0):
+        self.graph, self.group, self.endpoints = graph, group, endpoints
+        self.on_status, self.connect_timeout_s = on_status, connect_timeout_s
+        self.stop = threading.Event()       # ask sources to end; the rest drains
+        self.hard_stop = threading.Event()  # abandon queues (second Ctrl-C, failure)
+        self.error: str | None = None
+        self.specs = graph.group_nodes(group)
+        self.stats = {s.name: NodeStats(group, s.type) for s in self.specs}
+        self.inboxes = {s.name: Inbox(self.stats[s.name]) for s in self.specs}
+        self.ctx: zmq.Context | None = None
+        self.receiver: LinkReceiver | None = None
+        self.curve: CurveServer | None = None
+        self._remote_routes: dict[str, tuple[Inbox, int]] = {}
+        self._senders: list[LinkSender] = []
+
+    # -- wiring -------------------------------------------------------------------------------
+    def _routes(self, spec: NodeSpec) -> dict[str, list[Callable[[Packet, bool], None]]]:
+        """For each output port of `spec`, the functions that deliver a packet (or its EOS)."""
+        routes: dict[str, list] = {port: [] for port in spec.cls.outputs}
+        for edge in self.graph.edges:
+            if edge.src != spec.name:
+                continue
+            if not self.graph.crossing(edge):
+                inbox = self.inboxes[edge.dst]
+                index = inbox.add_edge(edge)
+                routes[edge.src_port].append(self._local_route(inbox, index))
+            else:
+                routes[edge.src_port].append(self._remote_route(spec, edge))
+        return routes
+
+    def _local_route(self, inbox: Inbox, index: int):
+        def deliver(packet: Packet | None, eos: bool) -> None:
+            if eos:
+                inbox.close(index)
+            else:
+                inbox.put(index, packet, self.hard_stop)
+        return deliver
+
+    def _remote_route(self, spec: NodeSpec, edge: EdgeSpec):
+        dst_group = self.graph.nodes[edge.dst].group
+        sender = LinkSender(self.ctx, self.endpoints[dst_group], hwm=edge.size,
+                            curve_keys=self.graph.curve_keys)
+        self._senders.append(sender)
+        route, stats = edge.key.encode(), self.stats[spec.name]
+        wait = edge.policy == "block"
+
+        def deliver(packet: Packet | None, eos: bool) -> None:
+            if eos:
+                sender.send(route, wire.encode(Packet("", 0, 0, b""), eos=True), True,
+                            self.hard_stop)
+            elif not sender.send(route, wire.encode(packet), wait, self.hard_stop):
+                stats.dropped_out += 1
+        return deliver
+
+    def _accept_remote(self, route: str, packet: Packet, eos: bool) -> bool:
+        target = self._remote_routes.get(route)
+        if target is None:
+            return False
+        inbox, index = target
+        if eos:
+            inbox.close(index)
+        else:
+            inbox.put(index, packet, self.hard_stop)
+        return True
+
+    def _wire(self) -> None:
+        incoming = [e for e in self.graph.edges
+                    if self.graph.crossing(e) and self.graph.nodes[e.dst].group == self.group]
+        outgoing = any(self.graph.crossing(e) and self.graph.nodes[e.src].group == self.group
+                       for e in self.graph.edges)
+        if incoming or outgoing:
+            self.ctx = zmq.Context()
+        for edge in incoming:
+            inbox = self.inboxes[edge.dst]
+            self._remote_routes[edge.key] = (inbox, inbox.add_edge(edge))
+        if incoming:
+            if self.graph.curve_keys:
+                self.curve = CurveServer(self.ctx, self.graph.curve_keys)
+            hwm = max(e.size for e in incoming) * 2
+            self.receiver = LinkReceiver(self.ctx, self.endpoints[self.group],
+                                         self._accept_remote, hwm=hwm, curve=self.curve)
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run to completion; returns 0, or 1 when a node failed (see `self.error`)."""
+        nodes: dict[str, Node] = {}
+        for spec in self.specs:
+            try:
+                nodes[spec.name] = spec.cls(name=spec.name, **spec.params)
+            except Exception as exc:  # bad params were validated; this is the node's own code
+                return self._fail(spec, exc)
+        self._wire()
+        ready = threading.Barrier(len(self.specs) + 1)
+        threads = []
+        for spec in self.specs:
+            routes = self._routes(spec)
+            thread = threading.Thread(target=self._node_main, name=spec.name, daemon=True,
+                                      args=(spec, nodes[spec.name], routes, ready))
+            threads.append(thread)
+            thread.start()
+        if self.receiver:
+            self.receiver.start()
+        for sender in self._senders:
+            if not sender.wait_connected(self.connect_timeout_s) and not self.error:
+                self.error = (f"group '{self.group}': no connection to {sender.endpoint} within "
+                              f"{self.connect_timeout_s:.0f} s (is the peer group running?)")
+                self.stop.set()
+                self.hard_stop.set()
+        try:
+            ready.wait()
+        except threading.BrokenBarrierError:
+            pass
+        try:
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(0.5)
+                if self.on_status:
+                    self.on_status(self.snapshot())
+        finally:
+            self._close()
+        return 1 if self.error else 0
+
+    def _node_main(self, spec: NodeSpec, node: Node, routes: dict, ready: threading.Barrier):
+        stats = self.stats[spec.name]
+
+        def emit(port: str, packet: Packet) -> None:
+            stats.count_out += 1
+            for deliver in routes[port]:
+                deliver(packet, False)
+
+        node.bind(emit, self.stop)
+        try:
+            try:
+                node.setup()
+            finally:
+                try:
+                    ready.wait()
+                except threading.BrokenBarrierError:
+                    pass
+            if self.error:
+                return
+            if is_source(spec):
+                self._run_source(node, stats, emit)
+            else:
+                self._run_handlers(spec, node, stats)
+        except Exception as exc:
+            stats.errors += 1
+            self._fail(spec, exc)
+        finally:
+            if self.error:
+                self.inboxes[spec.name].kill()
+            try:
+                node.teardown()
+            except Exception as exc:
+                stats.errors += 1
+                self._fail(spec, exc)
+            for port_routes in routes.values():
+                for deliver in port_routes:
+                    deliver(None, True)
+            stats.finished = True
+
+    def _run_source(self, node: Source, stats: NodeStats, emit) -> None:
+        single = next(iter(node.outputs)) if len(node.outputs) == 1 else None
+        for item in node.run():
+            start = time.perf_counter()
+            port, packet = item if isinstance(item, tuple) else (single, item)
+            emit(port, packet)
+            stats.latencies_ms.append((time.perf_counter() - start) * 1000)
+            if self.stop.is_set():
+                break
+
+    def _run_handlers(self, spec: NodeSpec, node: Node, stats: NodeStats) -> None:
+        inbox = self.inboxes[spec.name]
+        while (item := inbox.get(self.hard_stop)) is not None:
+            port, packet, enqueued = item
+            stats.count_in += 1
+            node.handle(port, packet)
+            stats.latencies_ms.append((time.perf_counter() - enqueued) * 1000)
+
+    def _fail(self, spec: NodeSpec, exc: Exception) -> int:
+        if self.error is None:
+            where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            at = f" (at {where.filename}:{where.lineno})" if where else ""
+            self.error = (f"node '{spec.name}' ({spec.type}) failed: "
+                          f"{type(exc).__name__}: {exc}{at}")
+        self.stop.set()
+        self.inboxes[spec.name].kill()
+        return 1
+
+    def request_stop(self, hard: bool = False) -> None:
+        self.stop.set()
+        if hard:
+            self.hard_stop.set()
+
+    def snapshot(self) -> dict:
+        return {"nodes": {name: s.snapshot() for name, s in self.stats.items()},
+                "links": {self.group: self.receiver.stats()} if self.receiver else {},
+                "error": self.error}
+
+    def _close(self) -> None:
+        if self.receiver:
+            self.receiver.done.set()
+            self.receiver.join(2)
+        for sender in self._senders:
+            sender.close()
+        if self.curve:
+            self.curve.stop()
+        if self.ctx:
+            self.ctx.term()

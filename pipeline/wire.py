@@ -1,0 +1,140 @@
+"""Wire format v1: a packet as a list of frames — one binary header, then raw buffers.
+
+No pickle: the header is fixed-layout binary plus JSON for metadata/dict payloads, and buffers
+are plain bytes whose dtype and shape the header declares. `decode` checks every length before
+touching data and raises `WireError` for anything malformed. Layout: docs/wire-format.md.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from typing import Sequence
+
+import numpy as np
+
+from .packet import Packet
+
+MAGIC = b"DW"
+VERSION = 1
+
+KIND_ARRAY, KIND_BYTES, KIND_DICT = 0, 1, 2
+FLAG_EOS = 1
+
+# magic, version, flags, kind, ndim, dtype code, reserved, seq, timestamp_ns, stream len, meta len
+_FIXED = struct.Struct("<2sBBBBBxQqHI")
+DTYPES = ["|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8", "|b1"]
+_DTYPE_CODE = {np.dtype(name): code for code, name in enumerate(DTYPES)}
+MAX_NDIM = 8
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+
+class WireError(ValueError):
+    """A message that is not a valid wire-format v1 packet."""
+
+
+def encode(packet: Packet, eos: bool = False) -> list:
+    """Frames for `packet`: [header, buffer]. The buffer is the array itself (no copy)."""
+    payload, dims, dtype_code = packet.payload, (), 0
+    meta = dict(packet.meta)
+    if isinstance(payload, np.ndarray):
+        kind = KIND_ARRAY
+        little = payload.dtype.newbyteorder("<")
+        code = _DTYPE_CODE.get(little)
+        if code is None:
+            raise WireError(f"stream '{packet.stream}': dtype {payload.dtype} cannot be sent")
+        if payload.ndim > MAX_NDIM:
+            raise WireError(f"stream '{packet.stream}': {payload.ndim} dims > {MAX_NDIM}")
+        dims, dtype_code = payload.shape, code
+        body = np.ascontiguousarray(payload.astype(little, copy=False))
+    elif isinstance(payload, (bytes, bytearray, memoryview)):
+        kind, body = KIND_BYTES, payload
+    elif isinstance(payload, dict):
+        kind, body = KIND_DICT, b""
+        meta = {"meta": meta, "payload": payload}
+    else:
+        raise WireError(f"stream '{packet.stream}': payload of type "
+                        f"{type(payload).__name__} cannot be sent")
+    stream = packet.stream.encode()
+    meta_json = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
+    header = b"".join((
+        _FIXED.pack(MAGIC, VERSION, FLAG_EOS if eos else 0, kind, len(dims), dtype_code,
+                    packet.seq, packet.timestamp_ns, len(stream), len(meta_json)),
+        struct.pack(f"<{len(dims)}Q", *dims), stream, meta_json))
+    return [header, body]
+
+
+def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet, bool]:
+    """Parse frames from `encode`; returns (packet, eos). Raises WireError if malformed."""
+    if len(frames) != 2:
+        raise WireError(f"expected 2 frames, got {len(frames)}")
+    header, body = (memoryview(f.buffer if hasattr(f, "buffer") else f) for f in frames)
+    if len(header) < _FIXED.size:
+        raise WireError(f"header of {len(header)} bytes is shorter than {_FIXED.size}")
+    (magic, version, flags, kind, ndim, dtype_code, seq, timestamp_ns, stream_len,
+     meta_len) = _FIXED.unpack_from(header)
+    if magic != MAGIC:
+        raise WireError(f"bad magic {bytes(magic)!r}")
+    if version != VERSION:
+        raise WireError(f"wire version {version} is not supported (this build speaks {VERSION})")
+    if ndim > MAX_NDIM or dtype_code >= len(DTYPES) or kind > KIND_DICT:
+        raise WireError("header fields out of range")
+    expected = _FIXED.size + 8 * ndim + stream_len + meta_len
+    if len(header) != expected:
+        raise WireError(f"header is {len(header)} bytes, its fields say {expected}")
+    if len(body) > max_bytes:
+        raise WireError(f"payload of {len(body)} bytes exceeds the limit of {max_bytes}")
+    at = _FIXED.size
+    dims = struct.unpack_from(f"<{ndim}Q", header, at)
+    at += 8 * ndim
+    try:
+        stream = bytes(header[at:at + stream_len]).decode()
+        meta = json.loads(bytes(header[at + stream_len:])) if meta_len else {}
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError(f"undecodable stream name or metadata: {exc}") from None
+    if not isinstance(meta, dict):
+        raise WireError("metadata is not a JSON object")
+    if kind == KIND_ARRAY:
+        dtype = np.dtype(DTYPES[dtype_code])
+        count = int(np.prod(dims, dtype=np.uint64)) if dims else 1
+        if count * dtype.itemsize != len(body):
+            raise WireError(f"shape {tuple(dims)} of {dtype} needs {count * dtype.itemsize} "
+                            f"bytes, got {len(body)}")
+        payload = np.frombuffer(body, dtype=dtype).reshape(dims)
+    elif kind == KIND_BYTES:
+        payload = bytes(body)
+    else:
+        if len(body) or not isinstance(meta.get("payload"), dict):
+            raise WireError("dict payload malformed")
+        payload, meta = meta["payload"], meta.get("meta", {})
+        if not isinstance(meta, dict):
+            raise WireError("metadata is not a JSON object")
+    return Packet(stream, timestamp_ns, seq, payload, meta), bool(flags & FLAG_EOS)
+
+
+def to_bytes(frames: Sequence) -> bytes:
+    """Frames packed into one length-prefixed blob (for files: the record format)."""
+    parts = [struct.pack("<H", len(frames))]
+    for frame in frames:
+        view = memoryview(frame).cast("B")
+        parts += [struct.pack("<Q", view.nbytes), view]
+    return b"".join(parts)
+
+
+def from_bytes(blob: bytes | memoryview) -> list[memoryview]:
+    """Inverse of `to_bytes`, with every length checked."""
+    view = memoryview(blob)
+    if len(view) < 2:
+        raise WireError("blob shorter than its frame count")
+    (count,), at, frames = struct.unpack_from("<H", view), 2, []
+    for _ in range(count):
+        if at + 8 > len(view):
+            raise WireError("blob truncated in a frame length")
+        (size,) = struct.unpack_from("<Q", view, at)
+        at += 8
+        if at + size > len(view):
+            raise WireError("blob truncated in a frame body")
+        frames.append(view[at:at + size])
+        at += size
+    if at != len(view):
+        raise WireError(f"{len(view) - at} trailing bytes after the last frame")
+    return frames
