@@ -1,0 +1,212 @@
+"""`aria_vrs`: replay a Project Aria VRS recording through a graph, via projectaria-tools."""
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from nodes.recording import LoopClock
+from pipeline.node import Output, Param, Source
+from pipeline.packet import Packet, audio_packet, image_packet
+
+RGB_STREAM, MIC_STREAM = "214-1", "231-1"
+INT32 = np.iinfo(np.int32)
+_STREAM_ID = re.compile(r"\d+-\d+")
+SUPPORTED = {"IMAGE", "AUDIO", "IMU", "MAGNETOMETER", "BAROMETER"}
+
+# VRS file layout (vrs/FileFormat.h): the header names its own size and the record header size;
+# every record header starts with (record size, previous record size), so records form a chain.
+_VRS_MAGIC = (b"Visi", b"onRe", b"cord")
+_VRS_HEADER = struct.Struct("<4s4sQIIqqqQQQ4sI")
+_VRS_RECORD_SIZES = struct.Struct("<II")
+
+
+def check_vrs_file(path: Path) -> None:
+    """Raise one clear error if `path` is missing, not VRS, truncated or has a broken record chain.
+
+    projectaria-tools opens truncated files silently (dropping the records past the end) and
+    skips damaged records with a log line per record, so the chain is walked here first.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such VRS file")
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        head = file.read(_VRS_HEADER.size)
+        if len(head) < _VRS_HEADER.size:
+            raise ValueError(f"{path}: not a VRS file ({size} bytes, too short for a header)")
+        (magic1, magic2, _, header_size, record_header_size, *_, magic3,
+         _version) = _VRS_HEADER.unpack(head)
+        if (magic1, magic2, magic3) != _VRS_MAGIC:
+            raise ValueError(f"{path}: not a VRS file (bad magic)")
+        if header_size < _VRS_HEADER.size or record_header_size < _VRS_RECORD_SIZES.size:
+            raise ValueError(f"{path}: corrupt VRS header")
+        offset, previous = header_size, 0
+        while offset < size:
+            file.seek(offset)
+            sizes = file.read(_VRS_RECORD_SIZES.size)
+            if len(sizes) < _VRS_RECORD_SIZES.size:
+                raise ValueError(f"{path}: truncated VRS file: it ends inside the record "
+                                 f"header at byte {offset}")
+            record_size, previous_size = _VRS_RECORD_SIZES.unpack(sizes)
+            if record_size < record_header_size or previous_size != previous:
+                raise ValueError(f"{path}: corrupt VRS file: broken record chain at byte {offset}")
+            if offset + record_size > size:
+                raise ValueError(f"{path}: truncated VRS file: the record at byte {offset} needs "
+                                 f"{offset + record_size - size} more bytes")
+            offset, previous = offset + record_size, record_size
+
+
+class AriaVrsSource(Source):
+    """Replay an Aria VRS file in device-time order: RGB frames, 7-channel audio blocks and, on
+    request, other sensors (IMU, SLAM cameras, barometer, magnetometer)."""
+
+    image = Output("image", "camera-rgb (214-1) frames, H×W×3 uint8, stream 'camera-rgb'")
+    audio = Output("audio", "mic (231-1) blocks, frames×7 int32 at 48 kHz, stream 'mic'")
+    sensor = Output("sensor", "the extra_streams, each on a stream named by its label")
+    path = Param(str, doc="VRS file to replay")
+    rgb = Param(bool, True, "emit the RGB camera frames")
+    mic = Param(bool, True, "emit the microphone blocks")
+    extra_streams = Param(list, [], "other streams by label or id, e.g. ['imu-right', '1201-1']")
+    speed = Param(float, 1.0, "real-time factor; 0 = as fast as possible", min=0.0)
+    start_s = Param(float, 0.0, "skip this many seconds after the first record", min=0.0)
+    end_s = Param(float, 0.0, "stop this many seconds after the first record; 0 = at the end",
+                  min=0.0)
+    loop = Param(bool, False, "start over at the end, timestamps continuing to increase")
+
+    def setup(self) -> None:
+        path = Path(self.path)
+        check_vrs_file(path)
+        from projectaria_tools.core import data_provider
+        from projectaria_tools.core.sensor_data import SensorDataType, TimeDomain
+        from projectaria_tools.core.stream_id import StreamId
+
+        self._device_time = TimeDomain.DEVICE_TIME
+        try:
+            provider = data_provider.create_vrs_data_provider(str(path))
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: projectaria-tools cannot read it: {exc}") from None
+        if provider is None:
+            raise ValueError(f"{path}: projectaria-tools cannot open it")
+        present = {str(sid) for sid in provider.get_all_streams()}
+        wanted = {RGB_STREAM: self.rgb, MIC_STREAM: self.mic}
+        for sid, label in ((RGB_STREAM, "camera-rgb"), (MIC_STREAM, "mic")):
+            if wanted[sid] and sid not in present:
+                raise ValueError(f"{path}: not an Aria recording: no {label} ({sid}) stream "
+                                 f"(streams: {', '.join(sorted(present)) or 'none'})")
+        self._names: dict[str, str] = {RGB_STREAM: "camera-rgb", MIC_STREAM: "mic"}
+        for entry in self.extra_streams:
+            entry = str(entry)
+            sid = entry if _STREAM_ID.fullmatch(entry) else str(
+                provider.get_stream_id_from_label(entry) or entry)
+            if sid not in present:
+                raise ValueError(f"{path}: no stream '{entry}' (streams: "
+                                 + ", ".join(f"{s} {self._label(provider, s)}"
+                                             for s in sorted(present)) + ")")
+            self._names[sid] = self._label(provider, sid)
+            wanted[sid] = True
+        active = [sid for sid, on in wanted.items() if on]
+        if not active:
+            raise ValueError(f"node '{self.name}': rgb, mic and extra_streams select no stream")
+        kinds = {sid: provider.get_sensor_data_type(StreamId(sid)) for sid in active}
+        for sid, kind in kinds.items():
+            if kind.name not in SUPPORTED:
+                raise ValueError(f"node '{self.name}': stream {sid} ({self._names[sid]}) of type "
+                                 f"{kind.name} is not supported (supported: "
+                                 f"{', '.join(sorted(SUPPORTED))})")
+        self._sample_rates = {
+            sid: int(provider.get_audio_configuration(StreamId(sid)).sample_rate)
+            for sid, kind in kinds.items() if kind == SensorDataType.AUDIO}
+        options = provider.get_default_deliver_queued_options()
+        options.deactivate_stream_all()
+        for sid in active:
+            options.activate_stream(StreamId(sid))
+        first = provider.get_first_time_ns_all_streams(self._device_time)
+        last = provider.get_last_time_ns_all_streams(self._device_time)
+        options.set_truncate_first_device_time_ns(round(self.start_s * 1e9))
+        if self.end_s:
+            if self.end_s <= self.start_s:
+                raise ValueError(f"node '{self.name}': end_s {self.end_s} must exceed "
+                                 f"start_s {self.start_s}")
+            options.set_truncate_last_device_time_ns(max(0, last - first
+                                                         - round(self.end_s * 1e9)))
+        self._provider, self._options = provider, options
+
+    def run(self) -> Iterator[tuple[str, Packet]]:
+        clock, seq, passes = LoopClock(), {}, 0
+        while True:
+            for data in self._provider.deliver_queued_sensor_data(self._options):
+                if self.stopping:
+                    return
+                sid = str(data.stream_id())
+                port, packet = self._packet(sid, data, seq.get(sid, 0))
+                seq[sid] = packet.seq + 1
+                if passes == 0:
+                    clock.observe(packet)
+                # An audio block is complete (and so due) at its last sample.
+                due = data.get_time_ns(self._device_time) + clock.offset
+                packet = clock.shift(packet, packet.seq)
+                self.pace(due)
+                yield port, packet
+            if not self.loop or not seq:
+                return
+            passes += 1
+            clock.next_loop()
+
+    def _packet(self, sid: str, data: Any, seq: int) -> tuple[str, Packet]:
+        from projectaria_tools.core.sensor_data import SensorDataType
+
+        kind, name = data.sensor_data_type(), self._names[sid]
+        if kind == SensorDataType.IMAGE:
+            image, record = data.image_data_and_record()
+            pixels = image.to_numpy_array()
+            return ("image" if sid == RGB_STREAM else "sensor"), image_packet(
+                name, int(record.capture_timestamp_ns), seq, pixels,
+                "rgb24" if pixels.ndim == 3 else "gray8", device_stream=sid,
+                frame_number=int(record.frame_number),
+                exposure_s=float(record.exposure_duration), gain=float(record.gain))
+        if kind == SensorDataType.AUDIO:
+            return "audio" if sid == MIC_STREAM else "sensor", self._audio(sid, data, seq)
+        if kind == SensorDataType.IMU:
+            imu = data.imu_data()
+            values = np.array([imu.accel_msec2, imu.gyro_radsec], dtype=np.float64)
+            return "sensor", self._sensor(name, sid, imu.capture_timestamp_ns, seq, values,
+                                          rows="accel_m_s2,gyro_rad_s")
+        if kind == SensorDataType.MAGNETOMETER:
+            mag = data.magnetometer_data()
+            values = np.array(mag.mag_tesla, dtype=np.float64)
+            return "sensor", self._sensor(name, sid, mag.capture_timestamp_ns, seq, values,
+                                          unit="tesla")
+        if kind == SensorDataType.BAROMETER:
+            baro = data.barometer_data()
+            values = np.array([baro.pressure, baro.temperature], dtype=np.float64)
+            return "sensor", self._sensor(name, sid, baro.capture_timestamp_ns, seq, values,
+                                          fields="pressure_pa,temperature_c")
+        raise AssertionError(f"stream {sid} of type {kind.name} passed the check in setup()")
+
+    def _audio(self, sid: str, data: Any, seq: int) -> Packet:
+        audio, record = data.audio_data_and_record()
+        stamps = record.capture_timestamps_ns
+        values = np.asarray(audio.data, dtype=np.int64)
+        if not len(stamps) or values.size % len(stamps):
+            raise ValueError(f"{self.path}: audio record of stream {sid} has {values.size} "
+                             f"values for {len(stamps)} timestamps")
+        if values.size and (values.min() < INT32.min or values.max() > INT32.max):
+            raise ValueError(f"{self.path}: audio values of stream {sid} exceed int32")
+        samples = values.reshape(len(stamps), -1).astype(np.int32)
+        return audio_packet(self._names[sid], int(stamps[0]), seq, samples,
+                            self._sample_rates[sid], device_stream=sid,
+                            muted=bool(record.audio_muted))
+
+    @staticmethod
+    def _sensor(name: str, sid: str, timestamp_ns: int, seq: int, values: np.ndarray,
+                **meta: Any) -> Packet:
+        return Packet(name, int(timestamp_ns), seq, values, dict(meta, device_stream=sid))
+
+    @staticmethod
+    def _label(provider: Any, sid: str) -> str:
+        from projectaria_tools.core.stream_id import StreamId
+
+        return provider.get_label_from_stream_id(StreamId(sid)) or sid

@@ -1,0 +1,109 @@
+"""`record` writes any streams to a crash-safe file; `replay` plays such a file back with its
+original timing. File layout: docs/record-format.md (pipeline/recordfile.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.node import Input, Node, Output, Param, Source
+from pipeline.packet import Packet
+from pipeline.recordfile import RecordReader, RecordWriter
+
+
+class LoopClock:
+    """Keeps timestamps increasing when a source replays the same recording again.
+
+    During the first pass `observe` every packet; `next_loop()` then shifts later passes by the
+    span of the first one, measured to the end of the last packet (an audio block's last sample,
+    or one frame interval after the last frame) so consecutive passes never overlap.
+    """
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self._first: int | None = None
+        self._end = 0
+        self._last: dict[str, tuple[int, int]] = {}  # stream -> (timestamp, interval)
+
+    def observe(self, packet: Packet) -> None:
+        ts = packet.timestamp_ns
+        self._first = ts if self._first is None else min(self._first, ts)
+        frames, rate = getattr(packet.payload, "shape", (0,))[0], packet.meta.get("sample_rate")
+        if rate and packet.meta.get("first_sample_ns") is not None:
+            interval = round(frames * 1e9 / rate)
+        else:
+            previous = self._last.get(packet.stream)
+            interval = ts - previous[0] if previous and ts > previous[0] else (
+                previous[1] if previous else 0)
+        self._last[packet.stream] = (ts, interval)
+        self._end = max(self._end, ts + interval)
+
+    def next_loop(self) -> None:
+        if self._first is not None:
+            self.offset += max(self._end - self._first, 1)
+
+    def shift(self, packet: Packet, seq: int) -> Packet:
+        """`packet` moved by the current offset and renumbered to `seq`."""
+        if not self.offset and packet.seq == seq:
+            return packet
+        meta = dict(packet.meta)
+        if "first_sample_ns" in meta:
+            meta["first_sample_ns"] += self.offset
+        return packet.replace(timestamp_ns=packet.timestamp_ns + self.offset, seq=seq, meta=meta)
+
+
+class Record(Node):
+    """Write every packet that arrives to an append-only recording file (any stream, any
+    payload). A file cut off by a crash stays readable up to its last whole packet."""
+
+    packets = Input("any", "packets to record, of any stream")
+    path = Param(str, doc="recording file to create (overwritten if it exists)")
+    fsync = Param(bool, False, "force every packet to disk (survives power loss; slower)")
+
+    def setup(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = RecordWriter(self.path, fsync=self.fsync)
+
+    def on_packets(self, packet: Packet) -> None:
+        self._writer.write(packet)
+
+    def teardown(self) -> None:
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            writer.close()
+
+
+class Replay(Source):
+    """Play a recording file back, paced by its timestamps (speed 0 = as fast as possible)."""
+
+    out = Output("any", "the recorded packets, streams and payloads unchanged")
+    path = Param(str, doc="recording file written by `record`")
+    speed = Param(float, 1.0, "real-time factor; 0 = as fast as possible", min=0.0)
+    streams = Param(list, [], "stream names to play; empty = all")
+    loop = Param(bool, False, "start over at the end, timestamps continuing to increase")
+
+    def setup(self) -> None:
+        self._reader = RecordReader(self.path)  # raises now for a missing or foreign file
+        self._wanted = {str(name) for name in self.streams}
+
+    def run(self) -> Iterator[Packet]:
+        clock, seq_span, passes = LoopClock(), {}, 0
+        while True:
+            for packet in self._reader:
+                if self.stopping:
+                    return
+                if self._wanted and packet.stream not in self._wanted:
+                    continue
+                if passes == 0:
+                    clock.observe(packet)
+                    seq_span[packet.stream] = max(seq_span.get(packet.stream, 0), packet.seq + 1)
+                packet = clock.shift(packet, packet.seq + passes * seq_span[packet.stream])
+                self.pace(packet.timestamp_ns)
+                yield packet
+            if passes == 0 and not self._reader.complete:
+                print(f"{self.name}: {self.path} was not closed cleanly; "
+                      f"{self._reader.trailing_bytes} trailing bytes ignored", file=sys.stderr)
+            if not self.loop or not seq_span:
+                return
+            passes += 1
+            clock.next_loop()
