@@ -1,0 +1,460 @@
+"""Training datasets: Aria VRS recordings, image folders, WAV/FLAC folders, simulated audio.
+
+Items are raw sensor values as torch tensors, channels first: images uint8 (3, H, W), audio int32
+(7, frames). Preprocessing (companding, scaling) is the model's business and happens in training,
+so the same preprocessing runs at training and coding time.
+
+Validation data is split off BY RECORDING (a VRS file, an image file, an audio file or a
+simulated clip), never by frame, so near-identical neighbouring frames cannot leak across the
+split. A single recording cannot be split that way; then its last frames/segments in time are
+held out and a note says so.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Dataset
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+AUDIO_SUFFIXES = {".wav", ".flac"}
+VRS_SUFFIX = ".vrs"
+RGB_STREAM = "214-1"
+MIC_STREAM = "231-1"
+AUDIO_RATE = 48_000
+
+
+class DataError(ValueError):
+    """A missing, unreadable or unusable input; the message names the file."""
+
+
+# ----------------------------------------------------------------------------- files and splits
+
+def find_recordings(sources: Sequence[str | Path], suffixes: set[str]) -> list[Path]:
+    """Files with the given suffixes from files or folders (searched recursively), sorted."""
+    found: list[Path] = []
+    for source in sources:
+        path = Path(source).expanduser()
+        if path.is_file():
+            if path.suffix.lower() not in suffixes:
+                raise DataError(f"{path}: unsupported file type (expected {', '.join(sorted(suffixes))})")
+            found.append(path)
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            if not files:
+                raise DataError(f"{path}: no {', '.join(sorted(suffixes))} files in this folder")
+            found += files
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    return sorted(dict.fromkeys(found))
+
+
+def split_by_recording(recordings: Sequence[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Seeded shuffle, then hold out round(val_fraction * n) recordings (at least one if n >= 2)."""
+    recordings = list(recordings)
+    if len(recordings) < 2 or val_fraction <= 0:
+        return recordings, []
+    order = np.random.default_rng(seed).permutation(len(recordings))
+    n_val = min(len(recordings) - 1, max(1, round(val_fraction * len(recordings))))
+    val = sorted(recordings[i] for i in order[:n_val])
+    return [r for r in recordings if r not in val], val
+
+
+def _time_split(count: int, val_fraction: float) -> tuple[range, range]:
+    """Split indices 0..count-1 of one recording into a leading train and trailing val range."""
+    n_val = max(1, math.ceil(val_fraction * count)) if count >= 2 and val_fraction > 0 else 0
+    return range(0, count - n_val), range(count - n_val, count)
+
+
+def _random_crop(x: torch.Tensor, size: int | None, rng: np.random.Generator | None) -> torch.Tensor:
+    """Crop the trailing dims to ``size`` (random offset, or centred when rng is None); reflect-pad
+    when the input is smaller."""
+    if size is None:
+        return x
+    spatial = x.shape[1:]
+    pad = [max(0, size - s) for s in spatial]
+    if any(pad):
+        flat = []
+        for p in reversed(pad):
+            flat += [p // 2, p - p // 2]
+        mode = "reflect" if all(p < s for p, s in zip(pad, spatial)) else "replicate"
+        x = torch.nn.functional.pad(x[None].float(), flat, mode=mode)[0].to(x.dtype)
+    slices = []
+    for s in x.shape[1:]:
+        start = int(rng.integers(0, s - size + 1)) if rng is not None else (s - size) // 2
+        slices.append(slice(start, start + size))
+    return x[(slice(None), *slices)]
+
+
+class _Cropping(Dataset):
+    """Random crops in training (a fresh generator per worker and epoch), centred crops otherwise."""
+
+    def __init__(self, crop: int | None, train: bool, seed: int):
+        self.crop, self.train, self.seed = crop, train, seed
+        self._rng: np.random.Generator | None = None
+
+    def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.train:
+            return _random_crop(x, self.crop, None)
+        if self._rng is None:
+            info = torch.utils.data.get_worker_info()
+            self._rng = np.random.default_rng([self.seed, info.id if info else 0, torch.initial_seed() % 2**32])
+        return _random_crop(x, self.crop, self._rng)
+
+
+# ----------------------------------------------------------------------------- VRS access
+
+def open_vrs(path: Path):
+    """A projectaria-tools data provider for ``path`` or DataError."""
+    from projectaria_tools.core import data_provider
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such VRS file")
+    provider = data_provider.create_vrs_data_provider(str(path))
+    if provider is None:
+        raise DataError(f"{path}: not a readable VRS recording")
+    return provider
+
+
+def _stream(provider, path: Path, label: str):
+    from projectaria_tools.core.stream_id import StreamId
+
+    sid = StreamId(label)
+    if sid not in provider.get_all_streams() or provider.get_num_data(sid) == 0:
+        raise DataError(f"{path}: no records in stream {label}")
+    return sid
+
+
+class _VrsReader:
+    """Opens VRS files lazily (providers cannot be pickled into DataLoader workers)."""
+
+    def __init__(self):
+        self._providers: dict[Path, object] = {}
+
+    def provider(self, path: Path):
+        if path not in self._providers:
+            self._providers[path] = open_vrs(path)
+        return self._providers[path]
+
+    def __getstate__(self):
+        return {"_providers": {}}
+
+
+def read_vrs_frame(provider, path: Path, index: int) -> np.ndarray:
+    """RGB frame ``index`` of stream 214-1 as uint8 (H, W, 3)."""
+    sid = _stream(provider, path, RGB_STREAM)
+    frame = provider.get_image_data_by_index(sid, index)[0].to_numpy_array()
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise DataError(f"{path}: frame {index} of {RGB_STREAM} has shape {frame.shape}, expected (H, W, 3)")
+    return frame
+
+
+def read_vrs_audio(provider, path: Path, first: int = 0, count: int | None = None) -> np.ndarray:
+    """Audio records [first, first+count) of stream 231-1 as int32 (frames, 7)."""
+    sid = _stream(provider, path, MIC_STREAM)
+    total = provider.get_num_data(sid)
+    stop = total if count is None else min(total, first + count)
+    blocks = []
+    for i in range(first, stop):
+        data = np.asarray(provider.get_audio_data_by_index(sid, i)[0].data, dtype=np.int64)
+        if data.size % 7:
+            raise DataError(f"{path}: audio record {i} has {data.size} values, not a multiple of 7 channels")
+        blocks.append(data.reshape(-1, 7))
+    return np.concatenate(blocks).astype(np.int32) if blocks else np.zeros((0, 7), np.int32)
+
+
+# ----------------------------------------------------------------------------- image datasets
+
+class VrsFrames(_Cropping):
+    """RGB frames of stream 214-1 from VRS recordings, as uint8 (3, H, W) crops.
+
+    ``frames`` optionally restricts each file to some frame indices (the time split of a single
+    recording); by default every frame is used.
+    """
+
+    def __init__(self, files: Sequence[Path], crop: int | None, train: bool, seed: int = 0,
+                 frames: dict[Path, Sequence[int]] | None = None):
+        super().__init__(crop, train, seed)
+        self.reader = _VrsReader()
+        self.index: list[tuple[Path, int]] = []
+        for path in files:
+            count = vrs_frame_count(path, self.reader)
+            chosen = frames.get(path, range(count)) if frames else range(count)
+            self.index += [(path, i) for i in chosen]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        path, k = self.index[i]
+        frame = read_vrs_frame(self.reader.provider(path), path, k)
+        return self._crop(torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))))
+
+
+def vrs_frame_count(path: Path, reader: _VrsReader | None = None) -> int:
+    provider = (reader or _VrsReader()).provider(path)
+    return provider.get_num_data(_stream(provider, path, RGB_STREAM))
+
+
+class ImageFiles(_Cropping):
+    """PNG/JPG images converted to RGB, as uint8 (3, H, W) crops."""
+
+    def __init__(self, files: Sequence[Path], crop: int | None, train: bool, seed: int = 0):
+        super().__init__(crop, train, seed)
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self._crop(torch.from_numpy(read_image(self.files[i]).transpose(2, 0, 1).copy()))
+
+
+def read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: cannot read image ({e})") from None
+
+
+# ----------------------------------------------------------------------------- audio datasets
+
+@dataclass(frozen=True)
+class Segment:
+    path: Path
+    start: int  # first frame (sample) of the segment in the recording
+
+
+class _AudioSegments(_Cropping):
+    """Fixed-length segments of multichannel recordings, as int32 (channels, frames) crops.
+
+    A recording shorter than one segment is padded by repeating its edge values (``short="pad"``;
+    zero padding would put a step of the DC offset into the data) or skipped with a note
+    (``short="skip"``).
+    """
+
+    def __init__(self, files: Sequence[Path], segment_frames: int, crop: int | None, train: bool,
+                 seed: int, short: str, segments: dict[Path, Sequence[int]] | None):
+        super().__init__(crop, train, seed)
+        if short not in ("pad", "skip"):
+            raise DataError(f"data.short must be 'pad' or 'skip', got {short!r}")
+        if segment_frames <= 0:
+            raise DataError(f"data.segment_seconds gives {segment_frames} frames; must be positive")
+        self.segment_frames = segment_frames
+        self.index: list[Segment] = []
+        for path in files:
+            frames = self._length(path)
+            count = frames // segment_frames
+            if count == 0:
+                if short == "skip" or frames == 0:
+                    print(f"note: {path}: {frames / AUDIO_RATE:.3f} s of audio is shorter than one "
+                          f"{segment_frames / AUDIO_RATE:.3f} s segment; skipped", file=sys.stderr)
+                    continue
+                print(f"note: {path}: {frames / AUDIO_RATE:.3f} s of audio is shorter than one "
+                      f"{segment_frames / AUDIO_RATE:.3f} s segment; padded with its edge values", file=sys.stderr)
+                count = 1
+            chosen = segments.get(path, range(count)) if segments else range(count)
+            self.index += [Segment(path, k * segment_frames) for k in chosen]
+
+    def segment_count(self, path: Path) -> int:
+        return max(1, self._length(path) // self.segment_frames)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        seg = self.index[i]
+        audio = self._read(seg.path, seg.start, self.segment_frames)
+        if len(audio) < self.segment_frames:
+            audio = np.pad(audio, ((0, self.segment_frames - len(audio)), (0, 0)), mode="edge")
+        return self._crop(torch.from_numpy(np.ascontiguousarray(audio.T)))
+
+    def _length(self, path: Path) -> int:
+        raise NotImplementedError
+
+    def _read(self, path: Path, start: int, frames: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class VrsAudio(_AudioSegments):
+    """Segments of the 7-channel int32 microphone stream 231-1 of VRS recordings."""
+
+    def __init__(self, files: Sequence[Path], segment_frames: int, crop: int | None, train: bool,
+                 seed: int = 0, short: str = "pad", segments: dict[Path, Sequence[int]] | None = None):
+        self.reader = _VrsReader()
+        self._record_frames: dict[Path, tuple[int, int]] = {}
+        super().__init__(files, segment_frames, crop, train, seed, short, segments)
+
+    def _layout(self, path: Path) -> tuple[int, int]:
+        """(records, frames per record), read from the first record (Aria writes 4096 per record)."""
+        if path not in self._record_frames:
+            provider = self.reader.provider(path)
+            records = provider.get_num_data(_stream(provider, path, MIC_STREAM))
+            per_record = len(read_vrs_audio(provider, path, 0, 1))
+            self._record_frames[path] = (records, per_record)
+        return self._record_frames[path]
+
+    def _length(self, path: Path) -> int:
+        records, per_record = self._layout(path)
+        return records * per_record
+
+    def _read(self, path: Path, start: int, frames: int) -> np.ndarray:
+        _, per_record = self._layout(path)
+        first = start // per_record
+        count = math.ceil((start + frames) / per_record) - first
+        audio = read_vrs_audio(self.reader.provider(path), path, first, count)
+        offset = start - first * per_record
+        return audio[offset: offset + frames]
+
+
+class AudioFiles(_AudioSegments):
+    """Segments of WAV/FLAC files read as int32 (soundfile scales other bit depths to full range)."""
+
+    def __init__(self, files: Sequence[Path], segment_frames: int, crop: int | None, train: bool,
+                 seed: int = 0, short: str = "pad", segments: dict[Path, Sequence[int]] | None = None,
+                 channels: int | None = None):
+        self.channels = channels
+        super().__init__(files, segment_frames, crop, train, seed, short, segments)
+
+    def _info(self, path: Path):
+        import soundfile as sf
+
+        try:
+            info = sf.info(str(path))
+        except (RuntimeError, sf.LibsndfileError) as e:
+            raise DataError(f"{path}: cannot read audio ({e})") from None
+        if self.channels is not None and info.channels != self.channels:
+            raise DataError(f"{path}: {info.channels} channels, expected {self.channels}")
+        return info
+
+    def _length(self, path: Path) -> int:
+        return self._info(path).frames
+
+    def _read(self, path: Path, start: int, frames: int) -> np.ndarray:
+        import soundfile as sf
+
+        try:
+            audio, _ = sf.read(str(path), start=start, frames=frames, dtype="int32", always_2d=True)
+        except (RuntimeError, sf.LibsndfileError) as e:
+            raise DataError(f"{path}: cannot read audio ({e})") from None
+        return audio
+
+
+# ----------------------------------------------------------------------------- from the config
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset | None
+    notes: list[str]
+
+
+def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | None = None) -> Splits:
+    """Train/validation datasets from the ``data`` section of a training config.
+
+    Keys: ``sources`` (files/folders, split by recording), ``extra_train`` (always training),
+    ``val_sources`` (explicit validation; disables the automatic split), ``val_fraction``,
+    ``crop`` (pixels or samples), ``segment_seconds`` and ``short`` (audio), ``simulated``
+    (audio: {count, seconds, seed, val_count}).
+    """
+    crop = data.get("crop")
+    crop = int(crop) if crop else None
+    val_fraction = float(data.get("val_fraction", 0.1))
+    segment_frames = int(round(float(data.get("segment_seconds", 6.0)) * AUDIO_RATE))
+    short = data.get("short", "pad")
+    notes: list[str] = []
+    if modality == "image":
+        suffixes = IMAGE_SUFFIXES | {VRS_SUFFIX}
+    elif modality == "audio":
+        suffixes = AUDIO_SUFFIXES | {VRS_SUFFIX}
+    else:
+        raise DataError(f"modality must be 'image' or 'audio', got {modality!r}")
+
+    sources = find_recordings(data.get("sources") or [], suffixes)
+    extra = find_recordings(data.get("extra_train") or [], suffixes)
+    if data.get("val_sources"):
+        train_files, val_files = sources, find_recordings(data["val_sources"], suffixes)
+    else:
+        train_files, val_files = split_by_recording(sources, val_fraction, seed)
+    time_split: dict[Path, tuple[range, range]] = {}
+
+    def make(files: list[Path], train: bool) -> list[Dataset]:
+        parts: list[Dataset] = []
+        vrs = [f for f in files if f.suffix.lower() == VRS_SUFFIX]
+        other = [f for f in files if f.suffix.lower() != VRS_SUFFIX]
+        pick = {p: r[0 if train else 1] for p, r in time_split.items() if p in vrs}
+        if modality == "image":
+            if vrs:
+                parts.append(VrsFrames(vrs, crop, train, seed, frames=pick))
+            if other:
+                parts.append(ImageFiles(other, crop, train, seed))
+        else:
+            if vrs:
+                parts.append(VrsAudio(vrs, segment_frames, crop, train, seed, short, segments=pick))
+            if other:
+                parts.append(AudioFiles(other, segment_frames, crop, train, seed, short, channels=channels))
+        return [p for p in parts if len(p)]
+
+    if len(sources) == 1 and not val_files and val_fraction > 0:
+        only = sources[0]
+        if only.suffix.lower() != VRS_SUFFIX:
+            raise DataError(f"{only}: a single {only.suffix} file cannot be split into train and "
+                            "validation; give more recordings, val_sources, or val_fraction: 0")
+        if modality == "image":
+            count = vrs_frame_count(only)
+        else:
+            count = VrsAudio([only], segment_frames, None, False, short=short).segment_count(only)
+        train_range, val_range = _time_split(count, val_fraction)
+        time_split[only] = (train_range, val_range)
+        val_files = [only] if len(val_range) else []
+        unit = "frames" if modality == "image" else "segments"
+        notes.append(f"only one recording ({only.name}): holding out its last {len(val_range)} of {count} "
+                     f"{unit} in time for validation" if len(val_range) else
+                     f"only one recording ({only.name}) with one {unit[:-1]}: no validation set")
+
+    train_parts = make(train_files + extra, True)
+    val_parts = make(val_files, False)
+
+    simulated = data.get("simulated")
+    if simulated:
+        if modality != "audio":
+            raise DataError("data.simulated is only for audio")
+        from .simulate import SimulatedAudioDataset
+
+        count, seconds = int(simulated.get("count", 100)), float(simulated.get("seconds", 6.0))
+        base = int(simulated.get("seed", 0))
+        val_count = int(simulated.get("val_count", max(1, round(val_fraction * count))))
+        # Validation clips use seeds after the training ones: a split by recording (clip).
+        train_parts.append(_CroppedClips(SimulatedAudioDataset(count, seconds, base), crop, True, seed))
+        if val_count:
+            val_parts.append(_CroppedClips(SimulatedAudioDataset(val_count, seconds, base + count), crop, False, seed))
+
+    if not train_parts:
+        raise DataError("data: no training items (check data.sources / data.extra_train / data.simulated)")
+    return Splits(ConcatDataset(train_parts), ConcatDataset(val_parts) if val_parts else None, notes)
+
+
+class _CroppedClips(_Cropping):
+    """Crops of whole-clip datasets, with the clips cached in memory (simulating is slow)."""
+
+    def __init__(self, clips: Dataset, crop: int | None, train: bool, seed: int):
+        super().__init__(crop, train, seed)
+        self.clips = clips
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if i not in self._cache:
+            self._cache[i] = self.clips[i]
+        return self._crop(self._cache[i])
