@@ -16,7 +16,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -72,9 +72,9 @@ def _time_split(count: int, val_fraction: float) -> tuple[range, range]:
     return range(0, count - n_val), range(count - n_val, count)
 
 
-def _random_crop(x: torch.Tensor, size: int | None, rng: np.random.Generator | None) -> torch.Tensor:
-    """Crop the trailing dims to ``size`` (random offset, or centred when rng is None); reflect-pad
-    when the input is smaller."""
+def _crop(x: torch.Tensor, size: int | None, random: bool) -> torch.Tensor:
+    """Crop the trailing dims to ``size``: a random offset drawn from torch's global generator (so
+    a resumed run restores it with the RNG state) or centred; reflect-pad inputs that are smaller."""
     if size is None:
         return x
     spatial = x.shape[1:]
@@ -87,25 +87,25 @@ def _random_crop(x: torch.Tensor, size: int | None, rng: np.random.Generator | N
         x = torch.nn.functional.pad(x[None].float(), flat, mode=mode)[0].to(x.dtype)
     slices = []
     for s in x.shape[1:]:
-        start = int(rng.integers(0, s - size + 1)) if rng is not None else (s - size) // 2
+        start = int(torch.randint(0, s - size + 1, ())) if random else (s - size) // 2
         slices.append(slice(start, start + size))
     return x[(slice(None), *slices)]
 
 
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
 class _Cropping(Dataset):
-    """Random crops in training (a fresh generator per worker and epoch), centred crops otherwise."""
+    """Items pass through ``transform`` (the model's preprocessing, which for audio is a filter and
+    must see the whole segment), then a random crop in training or a centred one otherwise."""
 
-    def __init__(self, crop: int | None, train: bool, seed: int):
-        self.crop, self.train, self.seed = crop, train, seed
-        self._rng: np.random.Generator | None = None
+    def __init__(self, crop: int | None, train: bool, transform: Transform | None):
+        self.crop, self.train, self.transform = crop, train, transform
 
-    def _crop(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.train:
-            return _random_crop(x, self.crop, None)
-        if self._rng is None:
-            info = torch.utils.data.get_worker_info()
-            self._rng = np.random.default_rng([self.seed, info.id if info else 0, torch.initial_seed() % 2**32])
-        return _random_crop(x, self.crop, self._rng)
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transform is not None:
+            x = self.transform(x)
+        return _crop(x, self.crop, self.train)
 
 
 # ----------------------------------------------------------------------------- VRS access
@@ -175,13 +175,17 @@ class VrsFrames(_Cropping):
     """RGB frames of stream 214-1 from VRS recordings, as uint8 (3, H, W) crops.
 
     ``frames`` optionally restricts each file to some frame indices (the time split of a single
-    recording); by default every frame is used.
+    recording); by default every frame is used. Up to ``cache_frames`` decoded frames stay in
+    memory, since training takes many crops from few frames and JPEG decoding dominates.
     """
 
-    def __init__(self, files: Sequence[Path], crop: int | None, train: bool, seed: int = 0,
+    cache_frames = 32
+
+    def __init__(self, files: Sequence[Path], crop: int | None, train: bool, transform: Transform | None = None,
                  frames: dict[Path, Sequence[int]] | None = None):
-        super().__init__(crop, train, seed)
+        super().__init__(crop, train, transform)
         self.reader = _VrsReader()
+        self._cache: dict[tuple[Path, int], torch.Tensor] = {}
         self.index: list[tuple[Path, int]] = []
         for path in files:
             count = vrs_frame_count(path, self.reader)
@@ -193,8 +197,12 @@ class VrsFrames(_Cropping):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         path, k = self.index[i]
-        frame = read_vrs_frame(self.reader.provider(path), path, k)
-        return self._crop(torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))))
+        frame = self._cache.get((path, k))
+        if frame is None:
+            frame = torch.from_numpy(np.ascontiguousarray(read_vrs_frame(self.reader.provider(path), path, k).transpose(2, 0, 1)))
+            if len(self._cache) < self.cache_frames:
+                self._cache[(path, k)] = frame
+        return self._finish(frame)
 
 
 def vrs_frame_count(path: Path, reader: _VrsReader | None = None) -> int:
@@ -205,15 +213,15 @@ def vrs_frame_count(path: Path, reader: _VrsReader | None = None) -> int:
 class ImageFiles(_Cropping):
     """PNG/JPG images converted to RGB, as uint8 (3, H, W) crops."""
 
-    def __init__(self, files: Sequence[Path], crop: int | None, train: bool, seed: int = 0):
-        super().__init__(crop, train, seed)
+    def __init__(self, files: Sequence[Path], crop: int | None, train: bool, transform: Transform | None = None):
+        super().__init__(crop, train, transform)
         self.files = list(files)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self._crop(torch.from_numpy(read_image(self.files[i]).transpose(2, 0, 1).copy()))
+        return self._finish(torch.from_numpy(read_image(self.files[i]).transpose(2, 0, 1).copy()))
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -243,8 +251,8 @@ class _AudioSegments(_Cropping):
     """
 
     def __init__(self, files: Sequence[Path], segment_frames: int, crop: int | None, train: bool,
-                 seed: int, short: str, segments: dict[Path, Sequence[int]] | None):
-        super().__init__(crop, train, seed)
+                 transform: Transform | None, short: str, segments: dict[Path, Sequence[int]] | None):
+        super().__init__(crop, train, transform)
         if short not in ("pad", "skip"):
             raise DataError(f"data.short must be 'pad' or 'skip', got {short!r}")
         if segment_frames <= 0:
@@ -276,7 +284,7 @@ class _AudioSegments(_Cropping):
         audio = self._read(seg.path, seg.start, self.segment_frames)
         if len(audio) < self.segment_frames:
             audio = np.pad(audio, ((0, self.segment_frames - len(audio)), (0, 0)), mode="edge")
-        return self._crop(torch.from_numpy(np.ascontiguousarray(audio.T)))
+        return self._finish(torch.from_numpy(np.ascontiguousarray(audio.T)))
 
     def _length(self, path: Path) -> int:
         raise NotImplementedError
@@ -289,10 +297,11 @@ class VrsAudio(_AudioSegments):
     """Segments of the 7-channel int32 microphone stream 231-1 of VRS recordings."""
 
     def __init__(self, files: Sequence[Path], segment_frames: int, crop: int | None, train: bool,
-                 seed: int = 0, short: str = "pad", segments: dict[Path, Sequence[int]] | None = None):
+                 transform: Transform | None = None, short: str = "pad",
+                 segments: dict[Path, Sequence[int]] | None = None):
         self.reader = _VrsReader()
         self._record_frames: dict[Path, tuple[int, int]] = {}
-        super().__init__(files, segment_frames, crop, train, seed, short, segments)
+        super().__init__(files, segment_frames, crop, train, transform, short, segments)
 
     def _layout(self, path: Path) -> tuple[int, int]:
         """(records, frames per record), read from the first record (Aria writes 4096 per record)."""
@@ -320,10 +329,10 @@ class AudioFiles(_AudioSegments):
     """Segments of WAV/FLAC files read as int32 (soundfile scales other bit depths to full range)."""
 
     def __init__(self, files: Sequence[Path], segment_frames: int, crop: int | None, train: bool,
-                 seed: int = 0, short: str = "pad", segments: dict[Path, Sequence[int]] | None = None,
-                 channels: int | None = None):
+                 transform: Transform | None = None, short: str = "pad",
+                 segments: dict[Path, Sequence[int]] | None = None, channels: int | None = None):
         self.channels = channels
-        super().__init__(files, segment_frames, crop, train, seed, short, segments)
+        super().__init__(files, segment_frames, crop, train, transform, short, segments)
 
     def _info(self, path: Path):
         import soundfile as sf
@@ -358,7 +367,8 @@ class Splits:
     notes: list[str]
 
 
-def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | None = None) -> Splits:
+def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | None = None,
+                   transform: Transform | None = None) -> Splits:
     """Train/validation datasets from the ``data`` section of a training config.
 
     Keys: ``sources`` (files/folders, split by recording), ``extra_train`` (always training),
@@ -394,14 +404,14 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
         pick = {p: r[0 if train else 1] for p, r in time_split.items() if p in vrs}
         if modality == "image":
             if vrs:
-                parts.append(VrsFrames(vrs, crop, train, seed, frames=pick))
+                parts.append(VrsFrames(vrs, crop, train, transform, frames=pick))
             if other:
-                parts.append(ImageFiles(other, crop, train, seed))
+                parts.append(ImageFiles(other, crop, train, transform))
         else:
             if vrs:
-                parts.append(VrsAudio(vrs, segment_frames, crop, train, seed, short, segments=pick))
+                parts.append(VrsAudio(vrs, segment_frames, crop, train, transform, short, segments=pick))
             if other:
-                parts.append(AudioFiles(other, segment_frames, crop, train, seed, short, channels=channels))
+                parts.append(AudioFiles(other, segment_frames, crop, train, transform, short, channels=channels))
         return [p for p in parts if len(p)]
 
     if len(sources) == 1 and not val_files and val_fraction > 0:
@@ -434,9 +444,9 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
         base = int(simulated.get("seed", 0))
         val_count = int(simulated.get("val_count", max(1, round(val_fraction * count))))
         # Validation clips use seeds after the training ones: a split by recording (clip).
-        train_parts.append(_CroppedClips(SimulatedAudioDataset(count, seconds, base), crop, True, seed))
+        train_parts.append(_CroppedClips(SimulatedAudioDataset(count, seconds, base), crop, True, transform))
         if val_count:
-            val_parts.append(_CroppedClips(SimulatedAudioDataset(val_count, seconds, base + count), crop, False, seed))
+            val_parts.append(_CroppedClips(SimulatedAudioDataset(val_count, seconds, base + count), crop, False, transform))
 
     if not train_parts:
         raise DataError("data: no training items (check data.sources / data.extra_train / data.simulated)")
@@ -446,8 +456,8 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
 class _CroppedClips(_Cropping):
     """Crops of whole-clip datasets, with the clips cached in memory (simulating is slow)."""
 
-    def __init__(self, clips: Dataset, crop: int | None, train: bool, seed: int):
-        super().__init__(crop, train, seed)
+    def __init__(self, clips: Dataset, crop: int | None, train: bool, transform: Transform | None):
+        super().__init__(crop, train, transform)
         self.clips = clips
         self._cache: dict[int, torch.Tensor] = {}
 
@@ -457,4 +467,4 @@ class _CroppedClips(_Cropping):
     def __getitem__(self, i: int) -> torch.Tensor:
         if i not in self._cache:
             self._cache[i] = self.clips[i]
-        return self._crop(self._cache[i])
+        return self._finish(self._cache[i])

@@ -1,0 +1,518 @@
+"""`dance train`: rate-distortion training of a DANCE codec from a YAML config.
+
+Loss per batch (documented in docs/training.md):
+
+    rate  = -sum(log2 p(y_hat)) / numel(x)          bits per input element (pixel channel, sample)
+    mse   = mean((x_hat - x)^2)                       on the preprocessed scale the model sees
+    loss  = rate + lmbda * mse
+
+so a higher ``lmbda`` buys quality with bytes (CompressAI's convention, with rate per element
+instead of per pixel and no 255^2 factor). The entropy bottleneck's quantiles are trained by a
+separate optimizer on ``model.aux_loss()``, as in CompressAI. With ``rate_control.target_ratio``
+the trainer adapts lmbda during training so that the rate lands on raw_bits / target_ratio.
+
+Runs on CPU, on CUDA with AMP, and on several GPUs under ``torchrun`` (DDP when WORLD_SIZE > 1).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from . import zoo
+from .data import DataError, build_datasets
+from .heuristics import size_model
+from .models import build_model
+from .preprocess import build_preprocessor
+
+RAW_BITS = {"image": 8, "audio": 32}  # bits per raw element: uint8 pixels, int32 mic counts
+
+DEFAULTS: dict = {
+    "model": None,
+    "data": {},
+    "lmbda": 0.01,
+    "rate_control": None,       # {target_ratio, gain}: adapt lmbda to hit raw_bits / target_ratio
+    "batch_size": 8,
+    "steps": 1000,
+    "epochs": None,             # if set, steps = epochs * batches per epoch
+    "lr": 1e-4,
+    "aux_lr": 1e-3,
+    "lr_milestones": [],        # fractions of the run after which lr is multiplied by 0.1
+    "clip_max_norm": 1.0,
+    "seed": 0,
+    "out": None,                # run dir; default runs/<config file stem>
+    "final": None,              # final checkpoint path; default <out>/final.pt
+    "checkpoint_every": 500,
+    "val_every": 500,
+    "log_every": 10,
+    "num_workers": 0,
+    "threads": None,            # torch.set_num_threads (CPU)
+    "time_limit_minutes": None,  # stop early (and finish normally) after this wall time
+    "amp": True,                # autocast on CUDA only
+}
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used; the message names the key."""
+
+
+# ----------------------------------------------------------------------------- config
+
+def _set_dotted(config: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = config
+    for key in keys[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[keys[-1]] = value
+
+
+def _parse_override(item: str) -> tuple[str, object]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({e})") from None
+
+
+def resolve_model_config(spec) -> dict:
+    """The ``model`` key: a zoo name or model-config path, an inline config, or
+    ``{heuristic: {dims, channels, target_ratio | lmbda, mac_budget}, kind, preprocess}``."""
+    if spec is None:
+        raise ConfigError("model: missing (a zoo name such as aria-image, a model config, or a heuristic target)")
+    if isinstance(spec, str):
+        try:
+            return zoo.load_config(spec)
+        except zoo.CheckpointError as e:
+            raise ConfigError(f"model: {e}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"model: expected a name or a mapping, got {type(spec).__name__}")
+    spec = copy.deepcopy(spec)
+    if "heuristic" in spec:
+        target = spec.pop("heuristic")
+        try:
+            config = size_model(int(target["dims"]), int(target["channels"]),
+                                **{k: v for k, v in target.items() if k not in ("dims", "channels")})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"model.heuristic: {e}") from None
+        config.update(spec)
+        spec = config
+    for key in ("dims", "in_channels", "latent_channels", "encoder", "decoder", "kind"):
+        if key not in spec:
+            raise ConfigError(f"model.{key}: missing")
+    return spec
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict:
+    """Training config from YAML, defaults filled in, ``--set`` overrides applied. A ``model``
+    override is applied first and the model resolved to a full config, so that later overrides
+    like ``model.decoder.widths=[32,32]`` edit the resolved model."""
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a training config must be a mapping")
+    unknown = set(loaded) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(DEFAULTS)})")
+    config = {**copy.deepcopy(DEFAULTS), **loaded}
+    parsed = [_parse_override(o) for o in overrides or []]
+    for key, value in parsed:
+        if key == "model":
+            config["model"] = value
+    config["model"] = resolve_model_config(config["model"])
+    for key, value in parsed:
+        if key != "model":
+            if key.split(".")[0] not in DEFAULTS:
+                raise ConfigError(f"--set {key}: unknown key (known: {sorted(DEFAULTS)})")
+            _set_dotted(config, key, value)
+    config["out"] = str(config["out"] or Path("runs") / path.stem)
+    config["final"] = str(config["final"] or Path(config["out"]) / "final.pt")
+    return config
+
+
+# ----------------------------------------------------------------------------- helpers
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_arg: str | None) -> tuple[Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+        use_cuda = torch.cuda.is_available() and device_arg != "cpu"
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        device = torch.device(f"cuda:{d.local_rank}") if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(device)
+        return d, device
+    if device_arg:
+        if device_arg.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {device_arg}: CUDA is not available on this machine")
+        return Dist(), torch.device(device_arg)
+    return Dist(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": repr(random.getstate())}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import ast
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(ast.literal_eval(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Preprocess:
+    """Dataset items (channels-first raw tensors) -> the model's preprocessed float tensors, with
+    the codec's own preprocessing code (a class, not a closure, so DataLoader workers can pickle it)."""
+
+    def __init__(self, model_config: dict):
+        self.pre = build_preprocessor(model_config)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre.kind == "image":
+            return self.pre.forward(x.permute(1, 2, 0).numpy())[0]
+        return self.pre.forward(x.T.numpy())[0]
+
+
+class _ResumableSampler(torch.utils.data.Sampler):
+    """DistributedSampler (a fresh shuffle per epoch, a shard per rank) that can start mid-epoch."""
+
+    def __init__(self, dataset: Dataset, d: Dist, seed: int):
+        self.inner = DistributedSampler(dataset, num_replicas=d.world, rank=d.rank, shuffle=True,
+                                        seed=seed, drop_last=d.world > 1)
+        self.skip = 0
+
+    def set_position(self, epoch: int, skip: int) -> None:
+        self.inner.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self):
+        indices = list(self.inner)[self.skip:]
+        self.skip = 0
+        return iter(indices)
+
+    def __len__(self) -> int:
+        return len(self.inner) - self.skip
+
+
+def rate_distortion(out: dict, x: torch.Tensor, lmbda: float) -> dict[str, torch.Tensor]:
+    """rate (bits per input element), mse and loss = rate + lmbda * mse, in float32."""
+    bits = sum(-torch.log2(l.float()).sum() for l in out["likelihoods"].values())
+    rate = bits / x.numel()
+    mse = torch.mean((out["x_hat"].float() - x.float()) ** 2)
+    return {"loss": rate + lmbda * mse, "rate": rate, "mse": mse}
+
+
+def quality_db(kind: str, x: torch.Tensor, x_hat: torch.Tensor, pre) -> float:
+    """Images: PSNR on [0, 1]. Audio: SNR in mic counts after undoing companding (the DC-blocked
+    signal is the reference, as the codec does not restore DC)."""
+    if kind == "image":
+        mse = torch.mean((x_hat.clamp(0, 1) - x) ** 2).item()
+        return 10 * math.log10(1.0 / max(mse, 1e-12))
+    signal = noise = 0.0
+    for a, b in zip(x, x_hat):
+        ref = pre.inverse(a[None], "float64")
+        rec = pre.inverse(b[None].clamp(-1, 1), "float64")
+        signal += float(np.sum(ref ** 2))
+        noise += float(np.sum((ref - rec) ** 2))
+    return 10 * math.log10(max(signal, 1e-30) / max(noise, 1e-30))
+
+
+# ----------------------------------------------------------------------------- training
+
+class Trainer:
+    def __init__(self, config: dict, device: torch.device, d: Dist, resume: bool):
+        self.config, self.device, self.d = config, device, d
+        self.model_config = config["model"]
+        self.kind = self.model_config["kind"]
+        if self.kind not in RAW_BITS:
+            raise ConfigError(f"model.kind must be one of {sorted(RAW_BITS)}, got {self.kind!r}")
+        self.out = Path(config["out"])
+        self.state_path = self.out / "last.pt"
+        _seed_everything(int(config["seed"]))
+        if config["threads"]:
+            torch.set_num_threads(int(config["threads"]))
+
+        self.pre = build_preprocessor(self.model_config)
+        splits = build_datasets(config["data"], self.kind, int(config["seed"]),
+                                int(self.model_config["in_channels"]), Preprocess(self.model_config))
+        if d.main:
+            for note in splits.notes:
+                print(f"note: {note}", file=sys.stderr)
+        self.train_set, self.val_set = splits.train, splits.val
+        self.sampler = _ResumableSampler(self.train_set, d, int(config["seed"]))
+        self.loader = DataLoader(self.train_set, batch_size=int(config["batch_size"]), sampler=self.sampler,
+                                 num_workers=int(config["num_workers"]), drop_last=False,
+                                 pin_memory=device.type == "cuda")
+        self.batches_per_epoch = max(1, math.ceil(len(self.sampler) / int(config["batch_size"])))
+        self.total_steps = int(config["epochs"] * self.batches_per_epoch) if config["epochs"] else int(config["steps"])
+
+        self.model = build_model(self.model_config).to(device)
+        main_params = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
+        aux_params = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
+        self.optimizer = torch.optim.Adam(main_params, lr=float(config["lr"]))
+        self.aux_optimizer = torch.optim.Adam(aux_params, lr=float(config["aux_lr"]))
+        self.amp = bool(config["amp"]) and device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.net = self.model
+        if d.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # The quantiles get gradients only from aux_loss, outside forward(); DDP must not wait
+            # for them. Their gradients are averaged by hand in _aux_step instead.
+            DDP._set_params_and_buffers_to_ignore_for_model(
+                self.model, [n for n, _ in self.model.named_parameters() if n.endswith(".quantiles")])
+            self.net = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                           broadcast_buffers=False)
+        self.step = 0
+        self.lmbda = float(config["lmbda"])
+        self.rate_ema: float | None = None
+        if resume:
+            self._load_state()
+
+    # -- state -------------------------------------------------------------------------------
+    def _save_state(self) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "aux_optimizer": self.aux_optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                 "step": self.step, "lmbda": self.lmbda, "rate_ema": self.rate_ema,
+                 "rng": _rng_state(), "config": yaml.safe_dump(self.config)}
+        tmp = self.state_path.with_name("last.pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.state_path)
+
+    def _load_state(self) -> None:
+        if not self.state_path.is_file():
+            raise ConfigError(f"--resume: no training state at {self.state_path}")
+        try:
+            state = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
+            raise ConfigError(f"{self.state_path}: cannot read training state ({e})") from None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.aux_optimizer.load_state_dict(state["aux_optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.lmbda, self.rate_ema = int(state["step"]), float(state["lmbda"]), state["rate_ema"]
+        _set_rng_state(state["rng"])
+
+    # -- one step ----------------------------------------------------------------------------
+    def _lr(self) -> float:
+        drops = sum(self.step >= m * self.total_steps for m in self.config["lr_milestones"])
+        return float(self.config["lr"]) * 0.1 ** drops
+
+    def _train_step(self, x: torch.Tensor) -> dict[str, float]:
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        x = x.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            out = self.net(x)
+        terms = rate_distortion(out, x, self.lmbda)
+        self.scaler.scale(terms["loss"]).backward()
+        if self.config["clip_max_norm"]:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.config["clip_max_norm"]))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        aux = self._aux_step()
+        metrics = {k: float(v) for k, v in terms.items()}
+        metrics["aux_loss"] = aux
+        self._control_rate(metrics["rate"])
+        return metrics
+
+    def _aux_step(self) -> float:
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        aux = self.model.aux_loss()
+        aux.backward()
+        if self.d.world > 1:
+            for group in self.aux_optimizer.param_groups:
+                for p in group["params"]:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.d.world
+        self.aux_optimizer.step()
+        return float(aux.detach())
+
+    def _control_rate(self, rate: float) -> None:
+        """Multiplicative update of lmbda toward the target rate (log-domain integral control)."""
+        control = self.config["rate_control"]
+        if not control:
+            return
+        self.rate_ema = rate if self.rate_ema is None else 0.9 * self.rate_ema + 0.1 * rate
+        target = RAW_BITS[self.kind] / float(control["target_ratio"])
+        gain = float(control.get("gain", 0.01))
+        self.lmbda *= math.exp(gain * (math.log(target) - math.log(max(self.rate_ema, 1e-9))))
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float] | None:
+        """Rate from the likelihoods of rounded latents, mse and PSNR/SNR on the validation set."""
+        if self.val_set is None or len(self.val_set) == 0:
+            return None
+        self.model.eval()
+        loader = DataLoader(self.val_set, batch_size=int(self.config["batch_size"]), shuffle=False,
+                            num_workers=int(self.config["num_workers"]))
+        totals = {"rate": 0.0, "mse": 0.0, "quality_db": 0.0}
+        count = 0
+        for x in loader:
+            x = x.to(self.device)
+            out = self.model(x)
+            terms = rate_distortion(out, x, self.lmbda)
+            n = len(x)
+            totals["rate"] += float(terms["rate"]) * n
+            totals["mse"] += float(terms["mse"]) * n
+            totals["quality_db"] += quality_db(self.kind, x.float().cpu(), out["x_hat"].float().cpu(), self.pre) * n
+            count += n
+        metrics = {k: v / count for k, v in totals.items()}
+        metrics["loss"] = metrics["rate"] + self.lmbda * metrics["mse"]
+        metrics["ratio"] = RAW_BITS[self.kind] / max(metrics["rate"], 1e-12)
+        return metrics
+
+    # -- loop --------------------------------------------------------------------------------
+    def run(self) -> dict:
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        cfg = self.config
+        log = writer = None
+        if self.d.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+            new_log = not (self.out / "log.csv").is_file() or self.step == 0
+            log_file = open(self.out / "log.csv", "w" if new_log else "a", newline="")
+            log = csv.writer(log_file)
+            if new_log:
+                log.writerow(["step", "split", "loss", "rate_bpe", "mse", "ratio", "quality_db",
+                              "lmbda", "lr", "aux_loss", "seconds"])
+            writer = SummaryWriter(str(self.out / "tensorboard"))
+        start = time.monotonic()
+        limit = cfg["time_limit_minutes"]
+        quality_name = "psnr_db" if self.kind == "image" else "snr_db"
+        val_metrics = None
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.model_config.get('name', self.kind)}",
+                   unit="step", disable=not self.d.main, dynamic_ncols=True)
+        stopped_early = False
+        while self.step < self.total_steps and not stopped_early:
+            epoch, done = divmod(self.step, self.batches_per_epoch)
+            self.sampler.set_position(epoch, done * int(cfg["batch_size"]))
+            for x in self.loader:
+                metrics = self._train_step(x)
+                self.step += 1
+                bar.update(1)
+                elapsed = time.monotonic() - start
+                if self.d.main and (self.step % int(cfg["log_every"]) == 0 or self.step == self.total_steps):
+                    ratio = RAW_BITS[self.kind] / max(metrics["rate"], 1e-12)
+                    bar.set_postfix(loss=f"{metrics['loss']:.4g}", bpe=f"{metrics['rate']:.4f}",
+                                    ratio=f"{ratio:.0f}", mse=f"{metrics['mse']:.3g}", lmbda=f"{self.lmbda:.3g}")
+                    log.writerow([self.step, "train", metrics["loss"], metrics["rate"], metrics["mse"], ratio, "",
+                                  self.lmbda, self._lr(), metrics["aux_loss"], f"{elapsed:.1f}"])
+                    for k in ("loss", "rate", "mse", "aux_loss"):
+                        writer.add_scalar(f"train/{k}", metrics[k], self.step)
+                    writer.add_scalar("train/lmbda", self.lmbda, self.step)
+                stopped_early = bool(limit) and elapsed > float(limit) * 60
+                last = self.step >= self.total_steps or stopped_early
+                if self.d.main and (self.step % int(cfg["val_every"]) == 0 or last):
+                    val_metrics = self.validate()
+                    if val_metrics:
+                        log.writerow([self.step, "val", val_metrics["loss"], val_metrics["rate"], val_metrics["mse"],
+                                      val_metrics["ratio"], val_metrics["quality_db"], self.lmbda, self._lr(), "",
+                                      f"{elapsed:.1f}"])
+                        for k, v in val_metrics.items():
+                            writer.add_scalar(f"val/{quality_name if k == 'quality_db' else k}", v, self.step)
+                        bar.write(f"step {self.step}: val rate {val_metrics['rate']:.4f} bits/element "
+                                  f"(~{val_metrics['ratio']:.0f}:1 before container), "
+                                  f"{quality_name} {val_metrics['quality_db']:.2f} dB")
+                if self.d.main and (self.step % int(cfg["checkpoint_every"]) == 0 or last):
+                    self._save_state()
+                    log_file.flush()
+                if last:
+                    break
+        bar.close()
+        if stopped_early and self.d.main:
+            print(f"note: time limit of {limit} min reached at step {self.step}", file=sys.stderr)
+        summary = {"steps": self.step, "lmbda": self.lmbda, "seconds": round(time.monotonic() - start, 1),
+                   "stopped_early": stopped_early}
+        if val_metrics:
+            summary.update({f"val_{quality_name if k == 'quality_db' else k}": v for k, v in val_metrics.items()})
+        if self.d.main:
+            self.model.update(force=True)
+            model_config = {**self.model_config, "lmbda": self.lmbda}
+            digest = zoo.save_checkpoint(cfg["final"], self.model, model_config,
+                                         extra={"train": yaml.safe_dump(cfg, sort_keys=False), "summary": summary})
+            summary["hash"] = digest
+            (self.out / "summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
+            print(f"wrote {cfg['final']} (hash {digest[:12]}); steps {self.step}, lmbda {self.lmbda:.4g}")
+            log_file.close()
+            writer.close()
+        return summary
+
+
+def main(args) -> int:
+    """Entry point of `dance train` (args: config, set, resume, device)."""
+    d = Dist()
+    try:
+        config = load_config(args.config, list(getattr(args, "set", None) or []))
+        d, device = _init_distributed(getattr(args, "device", None))
+        Trainer(config, device, d, bool(getattr(args, "resume", False))).run()
+    except (ConfigError, DataError, zoo.CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    finally:
+        if d.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dance.train")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--device")
+    sys.exit(main(parser.parse_args()))
