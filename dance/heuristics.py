@@ -23,7 +23,8 @@ tested, and reproduce both reference configs (`aria-image`: 2-D, 3 channels, 783
    all hidden widths = M, then geometric ramps w_i = min(M, w0·g^i) with w0 = 8·ceil(C/8) and
    g = 8, 7, …, 2. If even g = 2 does not fit, the budget is infeasible (ValueError).
 6. Decoder (Cheng 2020 family, heavier than the encoder by design): one width per upsampling
-   stage, w_j = max(32, M·2^(-j/2)) rounded to a multiple of 8, attention blocks on.
+   stage, halving from M toward full resolution, at least 16: w_j = max(16, M/2^j); attention
+   blocks on. (Halving keeps the full-resolution stages cheap enough to train on a CPU.)
 """
 from __future__ import annotations
 
@@ -113,4 +114,4 @@ def _widths(dims: int, channels: int, latent: int, pool: int, strides: list[int]
 
 
 def _decoder_widths(latent: int, stages: int) -> list[int]:
-    return [max(32, 8 * round(latent * 2 ** (-j / 2) / 8)) for j in range(stages)]
+    return [max(16, latent // 2 ** j) for j in range(stages)]

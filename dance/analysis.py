@@ -1,0 +1,73 @@
+"""Parameter counts and MACs counted from the real modules (forward hooks), not from tables.
+
+Conv MACs = output elements × (input channels / groups) × kernel volume (transposed convs:
+input elements × output channels / groups × kernel volume); padding zeros count like the
+paper's figures. GDN's channel mixing (C MACs per output element) is reported separately as
+`norm`, because the paper's 506.25 MACs/px counts the convolutions only. Pooling counts nothing.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .layers import GDN, FrozenGDN
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_macs(module: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """{'conv': MACs, 'norm': MACs} of one forward pass of `module` on `x`."""
+    totals = {"conv": 0, "norm": 0}
+
+    def hook(mod: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if isinstance(mod, _CONVS):
+            kernel = math.prod(mod.kernel_size)
+            totals["conv"] += output.numel() * mod.in_channels // mod.groups * kernel
+        elif isinstance(mod, _TRANSPOSED):
+            kernel = math.prod(mod.kernel_size)
+            totals["conv"] += inputs[0].numel() * mod.out_channels // mod.groups * kernel
+        else:
+            totals["norm"] += output.numel() * output.shape[1]
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()
+               if isinstance(m, (*_CONVS, *_TRANSPOSED, GDN, FrozenGDN))]
+    try:
+        with torch.inference_mode():
+            module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return totals
+
+
+def model_report(model: nn.Module, probe_stride_multiple: int = 4) -> dict:
+    """Parameters and MACs per input sample position (pixel, frame, voxel) of encoder and
+    decoder, measured on a probe input of `probe_stride_multiple` × stride per axis."""
+    side = model.stride * probe_stride_multiple
+    x = torch.zeros(1, model.in_channels, *[side] * model.dims,
+                    device=next(model.parameters()).device)
+    positions = side ** model.dims
+    enc = count_macs(model.encoder, x)
+    with torch.inference_mode():
+        y = model.encoder(x)
+    dec = count_macs(model.decoder, y)
+    return {
+        "encoder_params": count_params(model.encoder),
+        "decoder_params": count_params(model.decoder),
+        "entropy_params": count_params(model.entropy_bottleneck),
+        "encoder_macs_per_sample": enc["conv"] / positions,
+        "encoder_norm_macs_per_sample": enc["norm"] / positions,
+        "decoder_macs_per_sample": dec["conv"] / positions,
+        "decoder_norm_macs_per_sample": dec["norm"] / positions,
+        "stride": model.stride,
+        "latent_channels": model.latent_channels,
+        "dims": model.dims,
+        "in_channels": model.in_channels,
+    }

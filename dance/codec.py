@@ -1,0 +1,156 @@
+"""Codec: arrays <-> .dnc containers with one trained model (preprocess, pad, encode, code).
+
+Images: H×W×C uint8 of any size (padded to the model stride by edge replication, cropped back).
+Audio: frames×channels int32/int64 counts or float full scale, padded the same way; for streams,
+`audio_encoder()` keeps the preprocessing filter state across blocks, and each block becomes its
+own container (decodable alone).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import bitstream
+from .bitstream import BitstreamError, Container
+from .entropy import EntropyCodingError, EntropyTables, FactorizedCoder
+from .models import DanceAutoencoder
+from .preprocess import AudioPreprocessor, ImagePreprocessor, build_preprocessor
+
+
+class Codec:
+    """A loaded codec: `compress(array) -> bytes`, `decompress(bytes) -> array`."""
+
+    def __init__(self, model: nn.Module, config: dict, checkpoint_hash: str,
+                 tables: EntropyTables, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.config = config
+        self.device = torch.device(device)
+        self.name = str(config.get("name", "unnamed"))
+        self.hash = checkpoint_hash
+        self.hash_bytes = bytes.fromhex(checkpoint_hash)[:bitstream.HASH_BYTES]
+        self.coder = FactorizedCoder(tables)
+        self.preprocessor = build_preprocessor(config)
+        self.kind = self.preprocessor.kind
+        self.encoder = fast_encoder(model).to(self.device)
+        if self.kind == "image":
+            self.encoder = self.encoder.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, device: str | torch.device = "cpu") -> "Codec":
+        from .zoo import model_from_checkpoint
+        model = model_from_checkpoint(ckpt, device)
+        return cls(model, ckpt["config"], ckpt["hash"],
+                   EntropyTables.from_dict(ckpt["entropy"]), device)
+
+    @property
+    def id(self) -> str:
+        """Codec name and checkpoint hash prefix, as written into every container."""
+        return f"{self.name}@{self.hash_bytes.hex()}"
+
+    @property
+    def stride(self) -> int:
+        return self.model.stride
+
+    # -- encoding ----------------------------------------------------------------------------
+    def compress(self, array: np.ndarray, sample_rate: int = 0) -> bytes:
+        """A full container for one image (H×W×C uint8) or audio signal (frames×channels)."""
+        if self.kind == "audio":
+            return self.audio_encoder(sample_rate).encode(array)
+        return self._encode(self.preprocessor.forward(array), array, 0)
+
+    def audio_encoder(self, sample_rate: int = 0) -> "AudioEncoder":
+        """A streaming encoder: blocks in, one container per block out, filter state kept."""
+        if self.kind != "audio":
+            raise TypeError(f"codec '{self.name}' is an {self.kind} codec, not audio")
+        return AudioEncoder(self, sample_rate)
+
+    def _encode(self, x: torch.Tensor, array: np.ndarray, sample_rate: int) -> bytes:
+        size = x.shape[2:]
+        if min(size) < 1:
+            raise ValueError(f"cannot encode an empty signal of shape {array.shape}")
+        with torch.inference_mode():
+            x = pad_to_multiple(x.to(self.device), self.stride)
+            if self.kind == "image":
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = self.encoder(x)[0]
+            payload = self.coder.compress(y)
+        return Container(self.kind, array.dtype.name, self.name, self.hash_bytes,
+                         tuple(array.shape), tuple(y.shape), payload, int(sample_rate)).pack()
+
+    # -- decoding ----------------------------------------------------------------------------
+    def decompress(self, data: bytes) -> np.ndarray:
+        return self.decode(data)[0]
+
+    def decode(self, data: bytes) -> tuple[np.ndarray, Container]:
+        """The reconstructed array and the container it came from (shape, sample rate, ...)."""
+        container = bitstream.unpack(data)
+        self.check(container)
+        try:
+            y_hat = self.coder.decompress(container.payload, container.latent_shape)
+        except EntropyCodingError as exc:
+            raise BitstreamError(str(exc)) from None
+        with torch.inference_mode():
+            x_hat = self.model.decoder(y_hat.unsqueeze(0).to(self.device))
+        spatial = container.shape[:2] if self.kind == "image" else container.shape[:1]
+        x_hat = x_hat[(..., *[slice(0, s) for s in spatial])]
+        return self.preprocessor.inverse(x_hat, container.dtype), container
+
+    def check(self, container: Container) -> None:
+        """Raise BitstreamError unless `container` was made by this very codec."""
+        if container.codec_hash != self.hash_bytes or container.codec_name != self.name:
+            raise BitstreamError(
+                f"stream was encoded with codec {container.codec_name}@"
+                f"{container.codec_hash.hex()}, this decoder is {self.id}")
+        if container.kind != self.kind:
+            raise BitstreamError(f"stream holds {container.kind}, codec decodes {self.kind}")
+        stride = self.stride
+        spatial = container.shape[:2] if self.kind == "image" else container.shape[:1]
+        expected = (self.model.latent_channels, *[-(-s // stride) for s in spatial])
+        if tuple(container.latent_shape) != expected:
+            raise BitstreamError(f"latent shape {container.latent_shape} does not match the "
+                                 f"original shape {container.shape} (expected {expected})")
+
+
+class AudioEncoder:
+    """Encodes consecutive audio blocks of one stream; the DC filter state carries over."""
+
+    def __init__(self, codec: Codec, sample_rate: int):
+        self.codec, self.sample_rate = codec, int(sample_rate)
+        self.stream = codec.preprocessor.stream()
+
+    def encode(self, block: np.ndarray) -> bytes:
+        return self.codec._encode(self.stream.forward(block), block, self.sample_rate)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the spatial axes at their end (edge replication) to a multiple of `multiple`."""
+    pads: list[int] = []
+    for size in reversed(x.shape[2:]):
+        pads += [0, -size % multiple]
+    return F.pad(x, pads, mode="replicate") if any(pads) else x
+
+
+def fast_encoder(model: DanceAutoencoder) -> nn.Sequential:
+    """The frozen encoder with a leading AvgPool folded into the first conv.
+
+    AvgPool(p) then conv(k, s, pad k//2) equals one conv of size p·k, stride p·s, padding
+    p·(k//2) whose weights are the original ones replicated over p×…×p cells and divided by
+    p^dims: the same linear map (equal up to float rounding), without a pass over the
+    full-resolution input.
+    """
+    layers = list(model.frozen_encoder())
+    pool = layers[0]
+    if not isinstance(pool, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+        return nn.Sequential(*layers)
+    first = layers[1]
+    p, dims = model.pool, model.dims
+    weight = first.weight.detach()
+    for axis in range(2, 2 + dims):
+        weight = weight.repeat_interleave(p, dim=axis)
+    fused = type(first)(first.in_channels, first.out_channels, first.kernel_size[0] * p,
+                        stride=first.stride[0] * p, padding=first.padding[0] * p)
+    fused.weight.data.copy_(weight / p ** dims)
+    fused.bias.data.copy_(first.bias.detach())
+    return nn.Sequential(fused, *layers[2:]).eval().requires_grad_(False)
