@@ -40,7 +40,7 @@ def find_recordings(sources: Sequence[str | Path], suffixes: set[str]) -> list[P
     """Files with the given suffixes from files or folders (searched recursively), sorted."""
     found: list[Path] = []
     for source in sources:
-        path = Path(source).expanduser()
+        path = resolve_source(source)
         if path.is_file():
             if path.suffix.lower() not in suffixes:
                 raise DataError(f"{path}: unsupported file type (expected {', '.join(sorted(suffixes))})")
@@ -53,6 +53,21 @@ def find_recordings(sources: Sequence[str | Path], suffixes: set[str]) -> list[P
         else:
             raise DataError(f"{path}: no such file or folder")
     return sorted(dict.fromkeys(found))
+
+
+def resolve_source(source: str | Path) -> Path:
+    """A path, or ``pkg:PACKAGE/RELATIVE/PATH`` for a file shipped inside an installed package
+    (e.g. ``pkg:matplotlib/mpl-data/sample_data/grace_hopper.jpg``), so configs stay portable."""
+    text = str(source)
+    if not text.startswith("pkg:"):
+        return Path(text).expanduser()
+    package, _, relative = text[4:].partition("/")
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"{text}: package {package!r} is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / relative
 
 
 def split_by_recording(recordings: Sequence[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
@@ -373,11 +388,12 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
 
     Keys: ``sources`` (files/folders, split by recording), ``extra_train`` (always training),
     ``val_sources`` (explicit validation; disables the automatic split), ``val_fraction``,
-    ``crop`` (pixels or samples), ``segment_seconds`` and ``short`` (audio), ``simulated``
+    ``crop`` (pixels or samples; ``val_crop`` for validation), ``segment_seconds`` and ``short`` (audio), ``simulated``
     (audio: {count, seconds, seed, val_count}).
     """
-    crop = data.get("crop")
-    crop = int(crop) if crop else None
+    crop = int(data["crop"]) if data.get("crop") else None
+    val_crop = int(data["val_crop"]) if data.get("val_crop") else crop
+    train_crop = crop
     val_fraction = float(data.get("val_fraction", 0.1))
     segment_frames = int(round(float(data.get("segment_seconds", 6.0)) * AUDIO_RATE))
     short = data.get("short", "pad")
@@ -399,6 +415,7 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
 
     def make(files: list[Path], train: bool) -> list[Dataset]:
         parts: list[Dataset] = []
+        crop = train_crop if train else val_crop
         vrs = [f for f in files if f.suffix.lower() == VRS_SUFFIX]
         other = [f for f in files if f.suffix.lower() != VRS_SUFFIX]
         pick = {p: r[0 if train else 1] for p, r in time_split.items() if p in vrs}
@@ -446,7 +463,7 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
         # Validation clips use seeds after the training ones: a split by recording (clip).
         train_parts.append(_CroppedClips(SimulatedAudioDataset(count, seconds, base), crop, True, transform))
         if val_count:
-            val_parts.append(_CroppedClips(SimulatedAudioDataset(val_count, seconds, base + count), crop, False, transform))
+            val_parts.append(_CroppedClips(SimulatedAudioDataset(val_count, seconds, base + count), val_crop, False, transform))
 
     if not train_parts:
         raise DataError("data: no training items (check data.sources / data.extra_train / data.simulated)")

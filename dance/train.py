@@ -44,7 +44,7 @@ DEFAULTS: dict = {
     "model": None,
     "data": {},
     "lmbda": 0.01,
-    "rate_control": None,       # {target_ratio, gain}: adapt lmbda to hit raw_bits / target_ratio
+    "rate_control": None,       # {target_ratio, gain, warmup}: adapt lmbda to hit raw_bits / target_ratio
     "batch_size": 8,
     "steps": 1000,
     "epochs": None,             # if set, steps = epochs * batches per epoch
@@ -381,6 +381,8 @@ class Trainer:
         if not control:
             return
         self.rate_ema = rate if self.rate_ema is None else 0.9 * self.rate_ema + 0.1 * rate
+        if self.step < float(control.get("warmup", 0.1)) * self.total_steps:
+            return  # the rate of a fresh model says nothing about its rate once trained
         target = RAW_BITS[self.kind] / float(control["target_ratio"])
         gain = float(control.get("gain", 0.01))
         self.lmbda *= math.exp(gain * (math.log(target) - math.log(max(self.rate_ema, 1e-9))))
