@@ -60,8 +60,10 @@ def check_vrs_file(path: Path) -> None:
 
 
 class AriaVrsSource(Source):
-    """Replay an Aria VRS file in device-time order: RGB frames, 7-channel audio blocks and, on
-    request, other sensors (IMU, SLAM cameras, barometer, magnetometer)."""
+    """Replay an Aria VRS file: RGB frames, 7-channel audio blocks, optional other sensors.
+
+    Packets come in device-time order (an audio block when its last sample is recorded); other
+    sensors are IMU, SLAM/eye cameras, barometer and magnetometer streams."""
 
     image = Output("image", "camera-rgb (214-1) frames, H×W×3 uint8, stream 'camera-rgb'")
     audio = Output("audio", "mic (231-1) blocks, frames×7 int32 at 48 kHz, stream 'mic'")

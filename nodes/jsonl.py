@@ -36,8 +36,9 @@ def strict_json(value: Any) -> Any:
 
 
 class JsonlSink(Node):
-    """Append one JSON line per packet (stream, timestamp_ns, seq, meta, payload), flushed at
-    once so a crash loses nothing already received."""
+    """One JSON line per packet: stream, timestamp_ns, seq, meta and payload (summarised).
+
+    Each line is flushed at once, so a crash loses nothing already received."""
 
     packets = Input("any", "packets of any stream")
     path = Param(str, doc="output file (created, or overwritten if it exists)")

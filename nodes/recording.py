@@ -53,8 +53,10 @@ class LoopClock:
 
 
 class Record(Node):
-    """Write every packet that arrives to an append-only recording file (any stream, any
-    payload). A file cut off by a crash stays readable up to its last whole packet."""
+    """Write any streams to an append-only, crash-safe recording file.
+
+    Any payload the wire format carries is kept as is; a file cut off by a crash stays
+    readable up to its last whole packet."""
 
     packets = Input("any", "packets to record, of any stream")
     path = Param(str, doc="recording file to create (overwritten if it exists)")

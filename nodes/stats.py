@@ -65,8 +65,10 @@ class StreamStats:
 
 
 class StatsSink(Node):
-    """Count packets, bytes and samples per stream, check timestamps are monotonic and sequence
-    numbers have no gaps, and print a summary table at the end (also kept as `summary`)."""
+    """Per-stream packets, bytes, samples and timestamp checks, printed as a table at the end.
+
+    Checks that timestamps are monotonic, sequence numbers have no gaps and audio blocks are
+    contiguous; the figures stay available as the `summary` dict."""
 
     packets = Input("any", "packets of any stream")
     print_every = Param(int, 0, "also print a line every N packets; 0 = only the summary", min=0)

@@ -110,8 +110,9 @@ class MicArray:
 
 
 class SyntheticAriaSource(Source):
-    """Aria-shaped RGB frames and 7-channel audio, deterministic from `seed`, interleaved in
-    timestamp order on a device-like nanosecond clock."""
+    """Aria-shaped RGB frames and 7-channel int32 audio, deterministic from `seed`.
+
+    Packets are interleaved in timestamp order on a device-like nanosecond clock."""
 
     image = Output("image", "1408×1408×3 uint8 fisheye-like frames, stream 'camera-rgb'")
     audio = Output("audio", "block×7 int32 at 48 kHz, stream 'mic'")
