@@ -1,6 +1,7 @@
 """`aria_vrs`: replay a Project Aria VRS recording through a graph, via projectaria-tools."""
 from __future__ import annotations
 
+import mmap
 import re
 import struct
 from pathlib import Path
@@ -33,24 +34,21 @@ def check_vrs_file(path: Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such VRS file")
     size = path.stat().st_size
-    with open(path, "rb") as file:
-        head = file.read(_VRS_HEADER.size)
-        if len(head) < _VRS_HEADER.size:
-            raise ValueError(f"{path}: not a VRS file ({size} bytes, too short for a header)")
+    if size < _VRS_HEADER.size:
+        raise ValueError(f"{path}: not a VRS file ({size} bytes, too short for a header)")
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
         (magic1, magic2, _, header_size, record_header_size, *_, magic3,
-         _version) = _VRS_HEADER.unpack(head)
+         _version) = _VRS_HEADER.unpack_from(data)
         if (magic1, magic2, magic3) != _VRS_MAGIC:
             raise ValueError(f"{path}: not a VRS file (bad magic)")
         if header_size < _VRS_HEADER.size or record_header_size < _VRS_RECORD_SIZES.size:
             raise ValueError(f"{path}: corrupt VRS header")
         offset, previous = header_size, 0
         while offset < size:
-            file.seek(offset)
-            sizes = file.read(_VRS_RECORD_SIZES.size)
-            if len(sizes) < _VRS_RECORD_SIZES.size:
+            if offset + _VRS_RECORD_SIZES.size > size:
                 raise ValueError(f"{path}: truncated VRS file: it ends inside the record "
                                  f"header at byte {offset}")
-            record_size, previous_size = _VRS_RECORD_SIZES.unpack(sizes)
+            record_size, previous_size = _VRS_RECORD_SIZES.unpack_from(data, offset)
             if record_size < record_header_size or previous_size != previous:
                 raise ValueError(f"{path}: corrupt VRS file: broken record chain at byte {offset}")
             if offset + record_size > size:

@@ -87,6 +87,11 @@ class Replay(Source):
     def setup(self) -> None:
         self._reader = RecordReader(self.path)  # raises now for a missing or foreign file
         self._wanted = {str(name) for name in self.streams}
+        index = self._reader.index()
+        if index is not None and self._wanted - set(index.streams):
+            missing = ", ".join(sorted(self._wanted - set(index.streams)))
+            raise ValueError(f"{self.path}: no stream {missing} in this recording "
+                             f"(streams: {', '.join(index.streams)})")
 
     def run(self) -> Iterator[Packet]:
         clock, seq_span, passes = LoopClock(), {}, 0

@@ -87,6 +87,8 @@ class StatsSink(Node):
             print(f"[{self.name}] {self._count} packets ({parts})", flush=True)
 
     def teardown(self) -> None:
+        if not hasattr(self, "_streams"):  # the graph stopped before this node was set up
+            return
         self.summary = {name: stats.as_dict() for name, stats in self._streams.items()}
         print(format_table(self.name, self.summary, time.monotonic() - self._started),
               flush=True)

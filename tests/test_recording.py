@@ -248,3 +248,10 @@ def test_replay_of_a_crashed_recording_warns_and_plays_what_is_whole(tmp_path, c
     out = run_source(Replay(name="rp", path=str(path), speed=0.0))
     assert len(out) == len(packets) - 1
     assert "not closed cleanly; 10 trailing bytes ignored" in capsys.readouterr().err
+
+
+def test_replay_of_an_unknown_stream_is_one_clear_error(tmp_path):
+    path = tmp_path / "run.rec"
+    record_with_node(path, sample_packets())
+    with pytest.raises(ValueError, match=f"{path}: no stream imu in this recording"):
+        Replay(name="rp", path=str(path), streams=["mic", "imu"]).setup()
