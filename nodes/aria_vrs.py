@@ -125,6 +125,9 @@ class AriaVrsSource(Source):
             options.activate_stream(StreamId(sid))
         first = provider.get_first_time_ns_all_streams(self._device_time)
         last = provider.get_last_time_ns_all_streams(self._device_time)
+        if self.start_s * 1e9 >= last - first:
+            raise ValueError(f"node '{self.name}': start_s {self.start_s} is beyond the end of "
+                             f"{path} ({(last - first) / 1e9:.3f} s long)")
         options.set_truncate_first_device_time_ns(round(self.start_s * 1e9))
         if self.end_s:
             if self.end_s <= self.start_s:

@@ -80,6 +80,12 @@ def test_start_and_end_offsets_select_a_window():
 
 
 @needs_vrs
+def test_start_beyond_the_end_is_one_clear_error():
+    with pytest.raises(ValueError, match="start_s 5.0 is beyond the end of .*0.402 s long"):
+        replay(start_s=5.0)
+
+
+@needs_vrs
 def test_loop_keeps_timestamps_increasing_and_repeats_the_content():
     out = replay(loop=True, limit=12 * 3)
     frames, blocks = on(out, "image"), on(out, "audio")
