@@ -121,10 +121,11 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
         default = CHECKPOINT_DIR / f"{name}.pt"
         if default.is_file():
             return default
-        raise CheckpointError(
-            f"no trained checkpoint for '{name}' at {default}; train one with "
-            f"`dance train --config <training config for {name}>` (see docs/codecs.md) or pass "
-            f"a checkpoint file")
+        train_config = CONFIG_DIR / "train" / f"{name}.yaml"
+        how = (f"`dance train --config {train_config.relative_to(PACKAGE_DIR.parent)}`"
+               if train_config.is_file() else "`dance train --config FILE` (docs/codecs.md)")
+        raise CheckpointError(f"no trained checkpoint for '{name}' at {default}; train one "
+                              f"with {how} or pass a checkpoint file")
     raise CheckpointError(f"'{name}' is neither a checkpoint file nor a zoo codec "
                           f"(known: {', '.join(config_names())})")
 

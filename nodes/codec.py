@@ -1,0 +1,85 @@
+"""`encode` / `decode`: image and audio packets <-> DANCE bitstream packets.
+
+Encode emits one container per packet (audio: one per block, the preprocessing filter state
+carried across the blocks of each stream). The encoded packet keeps stream, timestamp, seq and the
+original meta, adding `codec` (name@hash), `kind` and `raw_bytes`; Decode restores the original
+packet type from it.
+"""
+from __future__ import annotations
+
+from pipeline.node import Input, Node, Output, Param
+from pipeline.packet import Packet
+
+CODEC_META = ("codec", "kind", "raw_bytes")
+
+
+class Encode(Node):
+    """Compress image frames or audio blocks with a DANCE codec (one checkpoint: one kind)."""
+
+    image = Input("image", "H×W×3 uint8 frames (for an image codec)")
+    audio = Input("audio", "frames×channels blocks (for an audio codec)")
+    encoded = Output("encoded", "one DANCE container per packet")
+    checkpoint = Param(str, doc="checkpoint file or zoo name (aria-image, aria-audio)")
+    device = Param(str, "cpu", "torch device for the encoder (cpu, cuda, cuda:N)")
+
+    def setup(self) -> None:
+        from dance.zoo import load_codec
+        self.codec = load_codec(self.checkpoint, device=self.device)
+        self._audio_streams: dict[str, object] = {}
+
+    def on_image(self, packet: Packet) -> None:
+        self._require("image")
+        self._emit_encoded(packet, "image", self.codec.compress(packet.payload))
+
+    def on_audio(self, packet: Packet) -> None:
+        self._require("audio")
+        rate = int(packet.meta.get("sample_rate", 0))
+        session = self._audio_streams.get(packet.stream)
+        if session is None:
+            session = self._audio_streams[packet.stream] = self.codec.audio_encoder(rate)
+        self._emit_encoded(packet, "audio", session.encode(packet.payload))
+
+    def _require(self, kind: str) -> None:
+        if self.codec.kind != kind:
+            raise ValueError(f"node '{self.name}': checkpoint {self.checkpoint} is an "
+                             f"{self.codec.kind} codec but a packet arrived on input '{kind}'")
+
+    def _emit_encoded(self, packet: Packet, kind: str, data: bytes) -> None:
+        meta = {**packet.meta, "codec": self.codec.id, "kind": kind, "raw_bytes": packet.nbytes}
+        self.emit("encoded", packet.replace(payload=data, meta=meta))
+
+
+class Decode(Node):
+    """Decompress DANCE containers back into image or audio packets."""
+
+    encoded = Input("encoded", "DANCE containers")
+    image = Output("image", "reconstructed frames")
+    audio = Output("audio", "reconstructed audio blocks")
+    checkpoint = Param(str, "", "checkpoint file or zoo name; empty: the zoo codec named in "
+                                "each stream")
+    device = Param(str, "cpu", "torch device for the decoder (cpu, cuda, cuda:N)")
+
+    def setup(self) -> None:
+        from dance.zoo import load_codec
+        self._load = load_codec
+        self._codecs: dict[str, object] = {}
+        if self.checkpoint:
+            codec = load_codec(self.checkpoint, device=self.device)
+            self._codecs[codec.name] = codec
+
+    def on_encoded(self, packet: Packet) -> None:
+        from dance.bitstream import unpack
+        container = unpack(packet.payload)
+        codec = self._codecs.get(container.codec_name)
+        if codec is None:
+            codec = self._codecs[container.codec_name] = self._load(container.codec_name,
+                                                                     device=self.device)
+        array, _ = codec.decode(packet.payload)
+        meta = {k: v for k, v in packet.meta.items() if k not in CODEC_META}
+        if container.kind == "image":
+            meta.update(height=int(array.shape[0]), width=int(array.shape[1]),
+                        channels=int(array.shape[2]))
+        else:
+            meta.update(channels=int(array.shape[1]))
+            meta.setdefault("sample_rate", container.sample_rate)
+        self.emit(container.kind, packet.replace(payload=array, meta=meta))

@@ -1,0 +1,144 @@
+"""N-D layers, reference architectures (params/MACs from the real modules), heuristics."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dance.analysis import count_params, model_report
+from dance.heuristics import encoder_macs_per_sample, size_model
+from dance.layers import (GDN, AttentionBlock, PixelShuffle, ResidualBlock,
+                          ResidualBlockUpsample, conv)
+from dance.models import MODELS, DanceAutoencoder, build_model, register_model
+from dance.zoo import load_config
+
+from .dance_testing import TINY_AUDIO, TINY_IMAGE
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+@pytest.mark.parametrize("channels", [1, 5])
+def test_blocks_any_rank_and_channels(dim, channels):
+    x = torch.randn(2, channels, *[12] * dim)
+    assert conv(dim, channels, 6, 5, 2)(x).shape == (2, 6, *[6] * dim)
+    assert GDN(channels)(x).shape == x.shape
+    assert ResidualBlock(dim, channels, 4)(x).shape == (2, 4, *[12] * dim)
+    assert AttentionBlock(dim, channels)(x).shape == x.shape
+    for mode in ("subpel", "transposed"):
+        for factor in (2, 3):
+            up = ResidualBlockUpsample(dim, channels, 3, factor, mode)(x)
+            assert up.shape == (2, 3, *[12 * factor] * dim)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_pixel_shuffle_matches_torch_and_is_a_permutation(dim):
+    x = torch.arange(2 * 3 * 4 ** dim * 5 ** dim, dtype=torch.float32)
+    x = x.reshape(2, 3 * 4 ** dim, *[5] * dim)
+    out = PixelShuffle(dim, 4)(x)
+    assert out.shape == (2, 3, *[20] * dim)
+    assert torch.equal(out.flatten().sort().values, x.flatten().sort().values)
+    if dim == 2:
+        assert torch.equal(out, torch.nn.functional.pixel_shuffle(x, 4))
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_gdn_formula_and_inverse(dim):
+    torch.manual_seed(0)
+    gdn, igdn = GDN(4), GDN(4, inverse=True)
+    with torch.no_grad():  # a non-diagonal gamma, shared by both
+        gdn.gamma.copy_(gdn.gamma_reparam.init(0.1 * torch.eye(4) + 0.05 * torch.rand(4, 4)))
+        igdn.load_state_dict(gdn.state_dict())
+    x = torch.randn(2, 4, *[6] * dim)
+    beta, gamma = gdn.effective_params()
+    norm = torch.einsum("ij,bj...->bi...", gamma, x * x) + beta.reshape(1, 4, *[1] * dim)
+    assert torch.allclose(gdn(x), x / torch.sqrt(norm), atol=1e-6)
+    assert torch.allclose(igdn(x), x * torch.sqrt(norm), atol=1e-6)
+    # GDN is invertible (fixed-point iteration of IGDN's formula converges for small gamma)
+    y = gdn(x)
+    estimate = y
+    for _ in range(60):
+        n = torch.einsum("ij,bj...->bi...", gamma, estimate ** 2) + beta.reshape(1, 4, *[1] * dim)
+        estimate = y * torch.sqrt(n)
+    assert torch.allclose(estimate, x, atol=1e-4)
+    assert count_params(gdn) == 4 + 16
+
+
+def test_aria_image_reference_counts_from_real_modules():
+    report = model_report(build_model(load_config("aria-image")))
+    assert report["encoder_params"] == 285_160
+    assert report["encoder_macs_per_sample"] == pytest.approx(506.25, abs=1e-9)
+    assert report["stride"] == 32
+
+
+def test_aria_audio_reference_counts_from_real_modules():
+    model = build_model(load_config("aria-audio"))
+    report = model_report(model)
+    assert report["encoder_params"] == 331_264
+    assert report["stride"] == 120
+    convs = [m for m in model.encoder if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == \
+        [(7, 128, 3, 2), (128, 128, 5, 3), (128, 128, 5, 4), (128, 128, 7, 5)]
+
+
+def test_default_checkpoints_fit_size_budget():
+    params = sum(count_params(build_model(load_config(n))) for n in ("aria-image", "aria-audio"))
+    assert params * 4 < 20e6
+
+
+@pytest.mark.parametrize("name,dims,channels,ratio", [("aria-image", 2, 3, 783),
+                                                      ("aria-audio", 1, 7, 601)])
+def test_heuristics_reproduce_reference_configs(name, dims, channels, ratio):
+    reference = load_config(name)
+    sized = size_model(dims, channels, target_ratio=ratio)
+    for key, value in sized.items():
+        assert reference[key] == value, key
+    assert size_model(dims, channels) == sized  # the reference ratios are the defaults
+
+
+def test_heuristics_rules_respond_to_inputs():
+    base = size_model(2, 3)
+    # a tighter MAC budget narrows the encoder; the formula agrees with the real modules
+    narrow = size_model(2, 3, mac_budget=300)
+    assert sum(narrow["encoder"]["widths"]) < sum(base["encoder"]["widths"])
+    enc = narrow["encoder"]
+    macs = encoder_macs_per_sample(2, 3, narrow["latent_channels"], enc["pool"], enc["strides"],
+                                   enc["kernels"], enc["widths"])
+    assert macs <= 300
+    assert model_report(build_model(narrow))["encoder_macs_per_sample"] == pytest.approx(macs)
+    # a lower target ratio downsamples less; a higher one more
+    assert build_model(size_model(2, 3, target_ratio=100, mac_budget=4000)).stride < 32
+    assert build_model(size_model(1, 7, target_ratio=3000)).stride > 120
+    # high lambda widens the latent; 3-D and odd channel counts are supported
+    assert size_model(2, 3, lmbda=0.1)["latent_channels"] > base["latent_channels"]
+    vol = build_model(size_model(3, 5, target_ratio=200, mac_budget=20000))
+    assert vol(torch.rand(1, 5, *[vol.stride] * 3))["x_hat"].shape == (1, 5, *[vol.stride] * 3)
+    with pytest.raises(ValueError, match="budget"):
+        size_model(2, 3, mac_budget=10)
+    with pytest.raises(ValueError):
+        size_model(4, 3)
+
+
+@pytest.mark.parametrize("config", [TINY_IMAGE, TINY_AUDIO])
+def test_model_follows_compressai_conventions(config):
+    model = build_model(config)
+    shape = (2, config["in_channels"], *[model.stride * 2] * config["dims"])
+    out = model(torch.rand(shape))
+    assert out["x_hat"].shape == shape
+    assert out["likelihoods"]["y"].shape == (2, config["latent_channels"],
+                                             *[2] * config["dims"])
+    assert model.aux_loss().item() > 0
+    assert model.update(force=True)
+    assert model.entropy_tables().quantized_cdf.dtype == torch.int32
+
+
+def test_registry_is_open_to_other_families():
+    @register_model("test-identity")
+    class Identity(torch.nn.Module):
+        @classmethod
+        def from_config(cls, config):
+            return cls()
+    try:
+        assert isinstance(build_model({"family": "test-identity"}), Identity)
+        assert isinstance(build_model(TINY_IMAGE), DanceAutoencoder)
+        with pytest.raises(ValueError, match="unknown model family"):
+            build_model({"family": "nope"})
+    finally:
+        MODELS.pop("test-identity")
