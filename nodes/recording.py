@@ -107,6 +107,9 @@ class Replay(Source):
                 packet = clock.shift(packet, packet.seq + passes * seq_span[packet.stream])
                 self.pace(packet.timestamp_ns)
                 yield packet
+            if passes == 0:
+                self.counters.update(closed_cleanly=self._reader.complete,
+                                     trailing_bytes=self._reader.trailing_bytes)
             if passes == 0 and not self._reader.complete:
                 print(f"{self.name}: {self.path} was not closed cleanly; "
                       f"{self._reader.trailing_bytes} trailing bytes ignored", file=sys.stderr)

@@ -90,6 +90,7 @@ class StatsSink(Node):
         if not hasattr(self, "_streams"):  # the graph stopped before this node was set up
             return
         self.summary = {name: stats.as_dict() for name, stats in self._streams.items()}
+        self.counters["streams"] = self.summary  # lands in the run report under this node
         print(format_table(self.name, self.summary, time.monotonic() - self._started),
               flush=True)
 

@@ -67,6 +67,8 @@ def test_stats_counts_streams_bytes_and_samples(capsys):
     assert rgb["monotonic"] and rgb["seq_gaps"] == 0 and abs(rgb["rate_hz"] - 20.0) < 1e-6
     assert (mic["samples"], mic["channels"], mic["sample_rate"]) == (1920, 7, 48000)
     assert mic["audio_gaps"] == 0 and "samples" not in rgb
+    assert stats.counters["streams"] == stats.summary
+    json.dumps(stats.counters)  # the run report can carry it
     table = capsys.readouterr().out
     assert "camera-rgb" in table and "1920×7" in table and "8×8×3" in table
 
