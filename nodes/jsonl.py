@@ -1,4 +1,4 @@
-"""`jsonl`: one JSON object per packet, for metrics and events that other tools read line by line."""
+"""`jsonl`: one JSON object per packet, for metrics and events read line by line."""
 from __future__ import annotations
 
 import json
