@@ -6,8 +6,15 @@ Layered like CompressAI: `layers` (N-D blocks), `entropy` (bottleneck + rANS cod
 """
 from __future__ import annotations
 
-from .models import build_model, register_model
-from .zoo import load_checkpoint, load_codec, load_config, save_checkpoint
+import importlib
 
-__all__ = ["build_model", "register_model", "load_checkpoint", "load_codec", "load_config",
-           "save_checkpoint"]
+# Imported on first use, so that `dance run` of a graph without codecs never loads torch.
+_LAZY = {"build_model": "models", "register_model": "models", "load_checkpoint": "zoo",
+         "load_codec": "zoo", "load_config": "zoo", "save_checkpoint": "zoo"}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'dance' has no attribute '{name}'")

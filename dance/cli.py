@@ -61,11 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _guard(handler):
     """Turn the errors bad input can cause into one line on stderr and exit code 2."""
-    from .bitstream import BitstreamError
-    from .preprocess import PreprocessError
-    from .zoo import CheckpointError
-
     def run(args: argparse.Namespace) -> int:
+        # imported here: `dance run` / `validate` must not pay for torch at start-up
+        from .bitstream import BitstreamError
+        from .preprocess import PreprocessError
+        from .zoo import CheckpointError
         try:
             return handler(args)
         except (CliError, BitstreamError, CheckpointError, PreprocessError) as exc:

@@ -44,7 +44,8 @@ def cmd_run(args) -> int:
             endpoints = json.loads(args.endpoints) if args.endpoints else None
             return run_group(graph, args.group, endpoints=endpoints, duration=args.duration,
                              stats_to=args.stats_to, report=args.report,
-                             show_status=not args.quiet)
+                             show_status=not args.quiet,
+                             connect_timeout_s=args.connect_timeout)
         return run_graph(graph, args.set, duration=args.duration, report=args.report,
                          show_status=not args.quiet)
     except RunError as exc:
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, metavar="S", help="stop sources after S seconds")
     run.add_argument("--group", help="run only this group (for groups on other hosts)")
     run.add_argument("--quiet", action="store_true", help="no live status line")
+    run.add_argument("--connect-timeout", type=float, default=60.0, metavar="S",
+                     help="how long sources wait for peer groups to accept (default 60)")
     run.add_argument("--endpoints", help=argparse.SUPPRESS)
     run.add_argument("--stats-to", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
@@ -98,11 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("directory")
     keys.set_defaults(func=cmd_keys)
 
-    try:  # TEMP until dance.cli lands
-        from dance.cli import register
-        register(sub)
-    except ImportError:
-        pass
+    from dance.cli import register
+    register(sub)
     return parser
 
 

@@ -41,6 +41,10 @@ class NodeSpec:
     line: int
     cls: type[Node] | None = None
     param_lines: dict[str, int] = field(default_factory=dict)
+    key_lines: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
 
 
 @dataclass
@@ -191,7 +195,8 @@ def _parse_node(item: Any, line: int, errors: _Errors) -> NodeSpec | None:
         params = {}
     param_lines = {k: params.key_line(k) for k in params} if hasattr(params, "key_line") else {}
     group = str(item.get("group", DEFAULT_GROUP))
-    return NodeSpec(name, node_type, group, dict(params), line, param_lines=param_lines)
+    return NodeSpec(name, node_type, group, dict(params), line, param_lines=param_lines,
+                    key_lines=dict(item.lines))
 
 
 def _parse_edge(item: Any, line: int, defaults: dict, errors: _Errors) -> EdgeSpec | None:
@@ -238,12 +243,13 @@ def _apply_overrides(graph: Graph, overrides: list[str], errors: _Errors) -> Non
 def _validate(graph: Graph, errors: _Errors) -> None:
     for spec in graph.nodes.values():
         if spec.group not in graph.groups:
-            errors.add(spec.line, f"group '{spec.group}' is not declared under 'groups:' "
-                                  f"(declared: {', '.join(graph.groups)})", spec.name)
+            errors.add(spec.line_of("group"), f"group '{spec.group}' is not declared under "
+                                              f"'groups:' (declared: {', '.join(graph.groups)})",
+                       spec.name)
         try:
             spec.cls = resolve(spec.type)
         except UnknownNodeType as exc:
-            errors.add(spec.line, str(exc), spec.name)
+            errors.add(spec.line_of("type"), str(exc), spec.name)
             continue
         _check_params(spec, errors)
     for edge in graph.edges:

@@ -67,7 +67,8 @@ def _stop_after(runner: GroupRunner, seconds: float) -> None:
 
 def run_group(graph: Graph, group: str, *, endpoints: dict[str, str] | None = None,
               duration: float | None = None, stats_to: str | None = None,
-              report: str | None = None, show_status: bool = True) -> int:
+              report: str | None = None, show_status: bool = True,
+              connect_timeout_s: float = 60.0) -> int:
     """Run one group here. As a worker (`stats_to`), stream figures to the launcher."""
     endpoints = resolve_endpoints(graph, endpoints)
     ctx = zmq.Context.instance()
@@ -88,7 +89,8 @@ def run_group(graph: Graph, group: str, *, endpoints: dict[str, str] | None = No
             push.send_json({"group": group, "final": False, **snapshot})
         status.update(snapshot["nodes"])
 
-    runner = GroupRunner(graph, group, endpoints, on_status=on_status)
+    runner = GroupRunner(graph, group, endpoints, on_status=on_status,
+                         connect_timeout_s=connect_timeout_s)
 
     def request_stop(hard: bool = False) -> None:
         runner.request_stop(hard)

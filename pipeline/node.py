@@ -146,6 +146,7 @@ class Node:
                 setattr(self, key, param.default)
         self._emit: Callable[[str, Packet], None] = self._unbound_emit
         self._stop = threading.Event()
+        self.counters: dict[str, Any] = {}  # node-specific figures, merged into the report
 
     # -- lifecycle, overridden by subclasses -------------------------------------------------
     def setup(self) -> None:

@@ -137,6 +137,7 @@ class GroupRunner:
         self.curve: CurveServer | None = None
         self._remote_routes: dict[str, tuple[Inbox, int]] = {}
         self._senders: list[LinkSender] = []
+        self.nodes: dict[str, Node] = {}
 
     # -- wiring -------------------------------------------------------------------------------
     def _routes(self, spec: NodeSpec) -> dict[str, list[Callable[[Packet, bool], None]]]:
@@ -208,7 +209,7 @@ class GroupRunner:
     # -- running ------------------------------------------------------------------------------
     def run(self) -> int:
         """Run to completion; returns 0, or 1 when a node failed (see `self.error`)."""
-        nodes: dict[str, Node] = {}
+        nodes = self.nodes
         for spec in self.specs:
             try:
                 nodes[spec.name] = spec.cls(name=spec.name, **spec.params)
@@ -318,7 +319,9 @@ class GroupRunner:
             self.hard_stop.set()
 
     def snapshot(self) -> dict:
-        return {"nodes": {name: s.snapshot() for name, s in self.stats.items()},
+        nodes = {name: {**s.snapshot(), **getattr(self.nodes.get(name), "counters", {})}
+                 for name, s in self.stats.items()}
+        return {"nodes": nodes,
                 "links": {self.group: self.receiver.stats()} if self.receiver else {},
                 "error": self.error}
 

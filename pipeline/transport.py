@@ -163,7 +163,7 @@ class LinkReceiver(threading.Thread):
                     self.rejected += 1
                     self.last_reject = str(exc)
                     continue
-                self.received += 1
+                self.received += not eos
         finally:
             self.sock.close()
 

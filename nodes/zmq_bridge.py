@@ -1,0 +1,119 @@
+"""Publish streams to outside programs, and subscribe to theirs, over ZeroMQ PUB/SUB.
+
+A message is `[stream, header, body]`: the stream name first so subscribers can filter by
+topic, then one wire-format packet (docs/wire-format.md). PUB/SUB never blocks the publisher:
+ZeroMQ drops for subscribers that fall more than `hwm` messages behind.
+"""
+from __future__ import annotations
+
+import zmq
+
+from pipeline import wire
+from pipeline.node import Input, Node, Output, Param, Source
+from pipeline.packet import Packet
+from pipeline.transport import CurveServer, apply_curve_client
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5600"
+EOS_TOPIC = b"\x00"  # end of stream; no stream name starts with NUL
+
+
+def _secure(ctx: zmq.Context, sock: zmq.Socket, bind: bool, curve_keys: str):
+    """Apply CURVE: the binding side is the server. Returns the authenticator to stop later."""
+    if not curve_keys:
+        return None
+    if bind:
+        server = CurveServer(ctx, curve_keys)
+        server.apply(sock)
+        return server
+    apply_curve_client(sock, curve_keys)
+    return None
+
+
+class ZmqPub(Node):
+    """Publishes every packet it receives on a ZeroMQ PUB socket, topic = stream name."""
+
+    packets = Input("any", "packets to publish")
+    endpoint = Param(str, DEFAULT_ENDPOINT, "ZeroMQ endpoint")
+    bind = Param(bool, True, "bind the endpoint (else connect to a bound subscriber)")
+    hwm = Param(int, 64, "messages queued per subscriber before ZeroMQ drops", min=1)
+    curve_keys = Param(str, "", "directory from `dance keys` to encrypt (empty = plain)")
+
+    def setup(self):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.PUB)
+        self.sock.sndhwm = self.hwm
+        self.sock.linger = 1000
+        self.auth = _secure(self.ctx, self.sock, self.bind, self.curve_keys)
+        if self.bind:
+            self.sock.bind(self.endpoint)
+        else:
+            monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            self.sock.connect(self.endpoint)
+            monitor.poll(10_000)  # let the subscription arrive before the first packet
+            self.sock.disable_monitor()
+            monitor.close()
+
+    def on_packets(self, packet: Packet):
+        self.sock.send_multipart([packet.stream.encode(), *wire.encode(packet)], copy=False)
+
+    def teardown(self):
+        if hasattr(self, "sock"):
+            self.sock.send_multipart([EOS_TOPIC, *wire.encode(Packet("", 0, 0, b""), eos=True)])
+            self.sock.close()
+            if self.auth:
+                self.auth.stop()
+            self.ctx.term()
+
+
+class ZmqSub(Source):
+    """Receives wire-format packets from a ZeroMQ publisher; malformed messages are counted
+    in the report as `rejected` and skipped."""
+
+    out = Output("any", "received packets")
+    endpoint = Param(str, DEFAULT_ENDPOINT, "ZeroMQ endpoint")
+    bind = Param(bool, False, "bind the endpoint (else connect to a bound publisher)")
+    topics = Param(list, [], "stream names to receive (empty = all)")
+    count = Param(int, 0, "stop after this many packets (0 = until end of stream or Ctrl-C)")
+    stop_on_eos = Param(bool, True, "end when the publisher sends end of stream")
+    max_bytes = Param(int, wire.DEFAULT_MAX_BYTES, "largest payload accepted", min=1)
+    curve_keys = Param(str, "", "directory from `dance keys` to decrypt (empty = plain)")
+
+    def setup(self):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.maxmsgsize = self.max_bytes + 65536
+        self.sock.linger = 0
+        self.auth = _secure(self.ctx, self.sock, self.bind, self.curve_keys)
+        for topic in self.topics or [""]:
+            self.sock.setsockopt(zmq.SUBSCRIBE, str(topic).encode())
+        if self.topics:
+            self.sock.setsockopt(zmq.SUBSCRIBE, EOS_TOPIC)
+        (self.sock.bind if self.bind else self.sock.connect)(self.endpoint)
+        self.counters.update(received=0, rejected=0)
+
+    def run(self):
+        while not self.stopping and (not self.count or self.counters["received"] < self.count):
+            if not self.sock.poll(100):
+                continue
+            frames = self.sock.recv_multipart(copy=False)
+            try:
+                if len(frames) != 3:
+                    raise wire.WireError(f"expected 3 frames, got {len(frames)}")
+                packet, eos = wire.decode(frames[1:], self.max_bytes)
+            except wire.WireError as exc:
+                self.counters["rejected"] += 1
+                self.counters["last_reject"] = str(exc)
+                continue
+            if eos:
+                if self.stop_on_eos:
+                    return
+                continue
+            self.counters["received"] += 1
+            yield packet
+
+    def teardown(self):
+        if hasattr(self, "sock"):
+            self.sock.close()
+            if self.auth:
+                self.auth.stop()
+            self.ctx.term()
