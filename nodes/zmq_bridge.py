@@ -66,8 +66,11 @@ class ZmqPub(Node):
 
 
 class ZmqSub(Source):
-    """Receives wire-format packets from a ZeroMQ publisher; malformed messages are counted
-    in the report as `rejected` and skipped."""
+    """Receives wire-format packets from a ZeroMQ publisher (outside programs, other graphs).
+
+    Malformed, truncated, oversized or wrong-version messages are skipped and counted in the
+    report as `rejected`; the stream goes on.
+    """
 
     out = Output("any", "received packets")
     endpoint = Param(str, DEFAULT_ENDPOINT, "ZeroMQ endpoint")
