@@ -6,6 +6,12 @@ Layered like CompressAI: `layers` (N-D blocks), `entropy` (bottleneck + rANS cod
 """
 from __future__ import annotations
 
+import warnings
+
+with warnings.catch_warnings():  # compressai's import-time deprecation notices are not ours
+    warnings.simplefilter("ignore", FutureWarning)
+    import compressai  # noqa: F401
+
 import importlib
 
 # Imported on first use, so that `dance run` of a graph without codecs never loads torch.
