@@ -62,6 +62,7 @@ class Pass:
 
     def __init__(self, mode: str):
         self.mode, self.count, self.t0, self.t1 = mode, 0, 0.0, 0.0
+        self.cpu0 = self.cpu1 = 0.0
         self.latencies_ns: list[int] = []
         self.done = threading.Event()
 
@@ -71,16 +72,18 @@ class Pass:
             return
         self.count += 1
         if self.count == WARMUP:
-            self.t0 = time.perf_counter()
+            self.t0, self.cpu0 = time.perf_counter(), time.process_time()
 
     def end(self) -> None:
-        self.t1 = time.perf_counter()
+        self.t1, self.cpu1 = time.perf_counter(), time.process_time()
         self.done.set()
 
     def result(self) -> dict:
         if self.mode == "latency":
             return {"latency_us": np.asarray(self.latencies_ns, dtype=float) / 1e3}
-        return {"rate": (self.count - WARMUP) / (self.t1 - self.t0)}
+        timed = self.count - WARMUP
+        return {"rate": timed / (self.t1 - self.t0),
+                "rx_cpu_us": (self.cpu1 - self.cpu0) / timed * 1e6}
 
 
 def receiver_main(kind: str, size: int, hwm: int, modes: list[str], conn) -> None:
@@ -185,14 +188,19 @@ class Pair:
                              f"{result['last_reject']}")
         return result
 
-    def throughput(self, seconds: float) -> float:
-        deadline = time.perf_counter() + seconds
-        start = self.seq
-        while self.seq - start < WARMUP or time.perf_counter() < deadline:
+    def throughput(self, seconds: float) -> dict:
+        """msg/s at the receiver, and CPU time per message of each process (all threads)."""
+        for _ in range(WARMUP):
             self.sender.send(self.seq)
             self.seq += 1
+        start, cpu0 = self.seq, time.process_time()
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            self.sender.send(self.seq)
+            self.seq += 1
+        tx_cpu_us = (time.process_time() - cpu0) / (self.seq - start) * 1e6
         self.sender.end()
-        return self._result()["rate"]
+        return {**self._result(), "tx_cpu_us": tx_cpu_us}
 
     def latency(self, count: int, hz: float) -> np.ndarray:
         period, next_at = 1.0 / hz, time.perf_counter()
@@ -214,20 +222,22 @@ class Pair:
 def run_size(size: int, args) -> dict:
     modes = ["throughput"] * args.rounds + ["latency"]
     pairs = {kind: Pair(kind, size, args.hwm, modes) for kind in ("raw", "ours")}
-    rates: dict[str, list[float]] = {"raw": [], "ours": []}
+    passes: dict[str, list[dict]] = {"raw": [], "ours": []}
     for round_no in range(args.rounds):
         for kind in ("raw", "ours"):
-            rates[kind].append(pairs[kind].throughput(args.seconds))
-        print(f"  {label(size)} round {round_no + 1}/{args.rounds}: raw {rates['raw'][-1]:.0f}, "
-              f"ours {rates['ours'][-1]:.0f} msg/s", file=sys.stderr, flush=True)
+            passes[kind].append(pairs[kind].throughput(args.seconds))
+        print(f"  {label(size)} round {round_no + 1}/{args.rounds}: raw "
+              f"{passes['raw'][-1]['rate']:.0f}, ours {passes['ours'][-1]['rate']:.0f} msg/s",
+              file=sys.stderr, flush=True)
+    median = {kind: {key: statistics.median(p[key] for p in runs) for key in runs[0]}
+              for kind, runs in passes.items()}
     # Pace the latency pass well below what the link sustains, so nothing queues.
-    hz = min(args.latency_hz, statistics.median(rates["raw"]) / 10)
+    hz = min(args.latency_hz, median["raw"]["rate"] / 10)
     figures = {}
     for kind, pair in pairs.items():
         lat = pair.latency(args.latency_count, hz)
         pair.close()
-        rate = statistics.median(rates[kind])
-        figures[kind] = {"rate": rate, "mbps": rate * size / 1e6, "rates": rates[kind],
+        figures[kind] = {**median[kind], "mbps": median[kind]["rate"] * size / 1e6,
                          "p50": float(np.percentile(lat, 50)),
                          "p99": float(np.percentile(lat, 99)), "hz": hz}
     return figures
@@ -255,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(size, run_size(size, args)) for size in sizes]
 
     head = (f"{'payload':>8} {'transport':>9} {'msg/s':>9} {'MB/s':>8} {'ours/raw':>9} "
-            f"{'p50 us':>8} {'p99 us':>8}  {'paced at':>8}")
+            f"{'p50 us':>8} {'p99 us':>8} {'paced':>7} {'tx cpu':>8} {'rx cpu':>8}")
     print(head)
     print("-" * len(head))
     for size, figures in rows:
@@ -264,10 +274,12 @@ def main(argv: list[str] | None = None) -> int:
             f = figures[kind]
             shown = f"{ratio:9.2f}" if kind == "ours" else f"{'':9}"
             print(f"{label(size):>8} {kind:>9} {f['rate']:9.0f} {f['mbps']:8.1f} {shown} "
-                  f"{f['p50']:8.0f} {f['p99']:8.0f}  {f['hz']:6.0f}/s")
-    print(f"msg/s: median of {args.rounds} passes; latency: one hop, send call to decoded "
-          f"packet, {args.latency_count} paced messages ('ours' includes wire.encode, "
-          f"LinkSender, LinkReceiver and wire.decode)")
+                  f"{f['p50']:8.0f} {f['p99']:8.0f} {f['hz']:5.0f}/s {f['tx_cpu_us']:8.1f} "
+                  f"{f['rx_cpu_us']:8.1f}")
+    print(f"msg/s: median of {args.rounds} passes. latency: one hop, send call to decoded "
+          f"packet, {args.latency_count} messages paced as shown ('ours' includes wire.encode, "
+          f"LinkSender, LinkReceiver and wire.decode). tx/rx cpu: CPU microseconds per message "
+          f"of the sending / receiving process, all threads (ZeroMQ I/O included)")
     for size, figures in rows:
         if size == 8192:
             ratio = figures["ours"]["rate"] / figures["raw"]["rate"]
