@@ -16,15 +16,23 @@ from . import bitstream
 from .bitstream import BitstreamError, Container
 from .entropy import EntropyCodingError, EntropyTables, FactorizedCoder
 from .models import DanceAutoencoder
-from .preprocess import AudioPreprocessor, ImagePreprocessor, build_preprocessor
+from .preprocess import build_preprocessor
+
+# bfloat16 runs the encoder ~2× faster on CPUs with AVX512-BF16 (and on GPUs); latents differ
+# from float32 by ~1e-3, well inside a quantization step. Decoding is unaffected either way.
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class Codec:
     """A loaded codec: `compress(array) -> bytes`, `decompress(bytes) -> array`."""
 
     def __init__(self, model: nn.Module, config: dict, checkpoint_hash: str,
-                 tables: EntropyTables, device: str | torch.device = "cpu"):
+                 tables: EntropyTables, device: str | torch.device = "cpu",
+                 precision: str = "float32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         self.model = model.to(device).eval()
+        self.precision = PRECISIONS[precision]
         self.config = config
         self.device = torch.device(device)
         self.name = str(config.get("name", "unnamed"))
@@ -33,16 +41,20 @@ class Codec:
         self.coder = FactorizedCoder(tables)
         self.preprocessor = build_preprocessor(config)
         self.kind = self.preprocessor.kind
-        self.encoder = fast_encoder(model).to(self.device)
+        # images: a leading AvgPool runs in the preprocessor (integer sums); others: folded
+        self.input_pool = model.pool if self.kind == "image" else 1
+        encoder = model.frozen_encoder()[1:] if self.input_pool > 1 else fast_encoder(model)
+        self.encoder = encoder.to(self.device, self.precision)
         if self.kind == "image":
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict, device: str | torch.device = "cpu") -> "Codec":
+    def from_checkpoint(cls, ckpt: dict, device: str | torch.device = "cpu",
+                        precision: str = "float32") -> "Codec":
         from .zoo import model_from_checkpoint
         model = model_from_checkpoint(ckpt, device)
         return cls(model, ckpt["config"], ckpt["hash"],
-                   EntropyTables.from_dict(ckpt["entropy"]), device)
+                   EntropyTables.from_dict(ckpt["entropy"]), device, precision)
 
     @property
     def id(self) -> str:
@@ -58,7 +70,8 @@ class Codec:
         """A full container for one image (H×W×C uint8) or audio signal (frames×channels)."""
         if self.kind == "audio":
             return self.audio_encoder(sample_rate).encode(array)
-        return self._encode(self.preprocessor.forward(array), array, 0)
+        x = self.preprocessor.forward(array, multiple=self.stride, pool=self.input_pool)
+        return self._encode(x, array, 0)
 
     def audio_encoder(self, sample_rate: int = 0) -> "AudioEncoder":
         """A streaming encoder: blocks in, one container per block out, filter state kept."""
@@ -71,10 +84,10 @@ class Codec:
         if min(size) < 1:
             raise ValueError(f"cannot encode an empty signal of shape {array.shape}")
         with torch.inference_mode():
-            x = pad_to_multiple(x.to(self.device), self.stride)
+            x = pad_to_multiple(x.to(self.device, self.precision), self.stride // self.input_pool)
             if self.kind == "image":
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = self.encoder(x)[0]
+            y = self.encoder(x)[0].to(torch.float32)
             payload = self.coder.compress(y)
         return Container(self.kind, array.dtype.name, self.name, self.hash_bytes,
                          tuple(array.shape), tuple(y.shape), payload, int(sample_rate)).pack()

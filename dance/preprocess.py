@@ -30,12 +30,33 @@ class ImagePreprocessor:
     def __init__(self, channels: int = 3):
         self.channels = channels
 
-    def forward(self, pixels: np.ndarray) -> torch.Tensor:
+    def forward(self, pixels: np.ndarray, multiple: int = 1, pool: int = 1) -> torch.Tensor:
+        """1×C×H'×W' float32 (channels-last memory): padded by edge replication to a multiple
+        of `multiple`, then, if `pool` > 1, averaged over pool×pool blocks — the encoder's
+        leading AvgPool done here in integer arithmetic, ~2× cheaper than in float."""
         if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != self.channels:
             raise PreprocessError(f"image must be H×W×{self.channels} uint8, got "
                                   f"{pixels.shape} {pixels.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
-        return x.unsqueeze(0).to(torch.float32).div_(255.0)
+        if min(pixels.shape[:2]) < 1:
+            raise PreprocessError(f"image is empty: {pixels.shape}")
+        pad = [(0, -pixels.shape[0] % multiple), (0, -pixels.shape[1] % multiple), (0, 0)]
+        if pad[0][1] or pad[1][1]:
+            pixels = np.pad(pixels, pad, mode="edge")
+        if pool > 1:
+            if pixels.shape[0] % pool or pixels.shape[1] % pool:
+                raise PreprocessError(f"image {pixels.shape} is not a multiple of pool {pool}")
+            rows = pixels[0::pool].astype(np.uint16)
+            for i in range(1, pool):
+                rows += pixels[i::pool]
+            cells = rows.reshape(rows.shape[0], rows.shape[1] // pool, pool, self.channels)
+            summed = cells[:, :, 0].copy()
+            for j in range(1, pool):
+                summed += cells[:, :, j]
+            x = summed.astype(np.float32)
+            x *= np.float32(1.0 / (255.0 * pool * pool))
+        else:
+            x = np.multiply(pixels, np.float32(1.0 / 255.0), dtype=np.float32)
+        return torch.from_numpy(x).permute(2, 0, 1).unsqueeze(0)
 
     def inverse(self, x: torch.Tensor, dtype: str = "uint8") -> np.ndarray:
         pixels = x[0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8)

@@ -130,7 +130,9 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
                           f"(known: {', '.join(config_names())})")
 
 
-def load_codec(name_or_path: str | os.PathLike, device: str = "cpu") -> "Codec":
+def load_codec(name_or_path: str | os.PathLike, device: str = "cpu",
+               precision: str = "float32") -> "Codec":
     """A ready-to-use Codec from a zoo name (`aria-image`) or a checkpoint path."""
     from .codec import Codec
-    return Codec.from_checkpoint(load_checkpoint(resolve_checkpoint(name_or_path)), device)
+    ckpt = load_checkpoint(resolve_checkpoint(name_or_path))
+    return Codec.from_checkpoint(ckpt, device, precision)
