@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, "")  # `type: mymodule:Class` imports from the current directory
     args = build_parser().parse_args(argv)
     return args.func(args)
 
