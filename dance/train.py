@@ -50,6 +50,7 @@ DEFAULTS: dict = {
     "epochs": None,             # if set, steps = epochs * batches per epoch
     "lr": 1e-4,
     "aux_lr": 1e-3,
+    "entropy_lr": None,         # lr of the entropy bottleneck's density (default: lr)
     "lr_milestones": [],        # fractions of the run after which lr is multiplied by 0.1
     "clip_max_norm": 1.0,
     "seed": 0,
@@ -290,9 +291,16 @@ class Trainer:
         self.total_steps = int(config["epochs"] * self.batches_per_epoch) if config["epochs"] else int(config["steps"])
 
         self.model = build_model(self.model_config).to(device)
-        main_params = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
-        aux_params = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
-        self.optimizer = torch.optim.Adam(main_params, lr=float(config["lr"]))
+        named = dict(self.model.named_parameters())
+        aux_params = [p for n, p in named.items() if n.endswith(".quantiles")]
+        density = [p for n, p in named.items() if n.startswith("entropy_bottleneck.") and not n.endswith(".quantiles")]
+        network = [p for n, p in named.items() if not n.startswith("entropy_bottleneck.")]
+        # The factorized density starts very wide; its own (higher) learning rate lets the rate
+        # fall within a short CPU run instead of after thousands of steps.
+        self.optimizer = torch.optim.Adam([
+            {"params": network, "lr": float(config["lr"]), "base_lr": float(config["lr"])},
+            {"params": density, "lr": float(config["entropy_lr"] or config["lr"]),
+             "base_lr": float(config["entropy_lr"] or config["lr"])}])
         self.aux_optimizer = torch.optim.Adam(aux_params, lr=float(config["aux_lr"]))
         self.amp = bool(config["amp"]) and device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -338,14 +346,16 @@ class Trainer:
         _set_rng_state(state["rng"])
 
     # -- one step ----------------------------------------------------------------------------
+    def _lr_factor(self) -> float:
+        return 0.1 ** sum(self.step >= m * self.total_steps for m in self.config["lr_milestones"])
+
     def _lr(self) -> float:
-        drops = sum(self.step >= m * self.total_steps for m in self.config["lr_milestones"])
-        return float(self.config["lr"]) * 0.1 ** drops
+        return float(self.config["lr"]) * self._lr_factor()
 
     def _train_step(self, x: torch.Tensor) -> dict[str, float]:
         self.model.train()
         for group in self.optimizer.param_groups:
-            group["lr"] = self._lr()
+            group["lr"] = group["base_lr"] * self._lr_factor()
         x = x.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
@@ -358,7 +368,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         aux = self._aux_step()
-        metrics = {k: float(v) for k, v in terms.items()}
+        metrics = {k: float(v.detach()) for k, v in terms.items()}
         metrics["aux_loss"] = aux
         self._control_rate(metrics["rate"])
         return metrics
@@ -394,7 +404,7 @@ class Trainer:
             return None
         self.model.eval()
         loader = DataLoader(self.val_set, batch_size=int(self.config["batch_size"]), shuffle=False,
-                            num_workers=int(self.config["num_workers"]))
+                            num_workers=int(self.config["num_workers"]), generator=torch.Generator())
         totals = {"rate": 0.0, "mse": 0.0, "quality_db": 0.0}
         count = 0
         for x in loader:
@@ -438,6 +448,9 @@ class Trainer:
         while self.step < self.total_steps and not stopped_early:
             epoch, done = divmod(self.step, self.batches_per_epoch)
             self.sampler.set_position(epoch, done * int(cfg["batch_size"]))
+            # worker seeds from a per-epoch generator: creating an iterator must not draw from the
+            # global RNG, or a resumed run would diverge from an uninterrupted one
+            self.loader.generator = torch.Generator().manual_seed(int(cfg["seed"]) * 100_003 + epoch)
             for x in self.loader:
                 metrics = self._train_step(x)
                 self.step += 1

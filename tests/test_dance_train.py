@@ -1,0 +1,101 @@
+"""`dance train` end to end on the sample recording: tiny model, few steps, resume, checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dance import train, zoo
+
+from .conftest import dance
+
+TINY = "dance/configs/train/tiny-image.yaml"
+# A tiny model: narrow decoder and latent, 64-pixel crops; seconds per run on one core.
+TINY_MODEL = ["--set", "model.decoder.widths=[8,8,8,8,8]", "--set", "model.latent_channels=8",
+              "--set", "data.crop=64", "--set", "batch_size=2", "--set", "log_every=1"]
+
+
+def _overrides(out: Path, steps: int) -> list[str]:
+    return ["--set", f"out={out}", "--set", f"steps={steps}", "--set", "checkpoint_every=2",
+            "--set", "val_every=2", *TINY_MODEL]
+
+
+def _train_in_process(out: Path, steps: int, resume: bool = False) -> int:
+    sets = [v for k, v in zip(_overrides(out, steps)[::2], _overrides(out, steps)[1::2])]
+    return train.main(argparse.Namespace(config=TINY, set=sets, resume=resume, device="cpu"))
+
+
+def _log(out: Path) -> list[dict]:
+    with open(out / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_train_resume_and_checkpoint(tmp_path, aea_vrs):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    first = dance("train", "--config", TINY, *_overrides(straight, 4), timeout=300)  # as a user would
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "holding out its last 1 of 8 frames" in first.stderr  # split by recording/time, noted
+
+    # the final checkpoint is plain tensors + config: loads with weights_only=True
+    raw = torch.load(straight / "final.pt", map_location="cpu", weights_only=True)
+    assert raw["config"]["latent_channels"] == 8 and raw["config"]["kind"] == "image"
+    assert raw["extra"]["summary"]["steps"] == 4
+    codec = zoo.load_codec(straight / "final.pt")
+    frame = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    assert codec.decompress(codec.compress(frame)).shape == frame.shape
+
+    # 2 steps, then --resume to 4: same weights as 4 steps straight (model, optimizers, RNG restored)
+    assert _train_in_process(resumed, 2) == 0
+    halfway = torch.load(resumed / "last.pt", weights_only=True)
+    assert halfway["step"] == 2
+    assert _train_in_process(resumed, 4, resume=True) == 0
+    steps = [int(r["step"]) for r in _log(resumed) if r["split"] == "train"]
+    assert steps == [1, 2, 3, 4]
+    a = zoo.load_checkpoint(straight / "final.pt")["state_dict"]
+    b = zoo.load_checkpoint(resumed / "final.pt")["state_dict"]
+    assert a.keys() == b.keys()
+    # equal up to float summation order (~1e-6); a lost RNG or optimizer state shows as >1e-4,
+    # the size of the two steps' updates
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert max((a[k] - halfway["model"][k]).abs().max().item() for k in a) > 1e-4
+
+    # the CSV log has validation rows with a PSNR; TensorBoard events exist
+    val = [r for r in _log(straight) if r["split"] == "val"]
+    assert [int(r["step"]) for r in val] == [2, 4] and all(float(r["quality_db"]) > 0 for r in val)
+    assert list((straight / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_bad_config_and_data_give_one_line_errors(tmp_path):
+    unknown = dance("train", "--config", TINY, "--set", "bogus=1")
+    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].startswith("error: --set bogus")
+    missing = dance("train", "--config", TINY, "--set", f"out={tmp_path}", "--set", f"data.sources=[{tmp_path}/none.vrs]")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1] == f"error: {tmp_path}/none.vrs: no such file or folder"
+    no_resume = dance("train", "--config", TINY, "--set", f"out={tmp_path / 'fresh'}", "--resume")
+    assert no_resume.returncode == 2 and "no training state" in no_resume.stderr
+
+
+def test_rate_is_bits_per_input_element():
+    x = torch.zeros(2, 3, 8, 8)
+    likelihoods = torch.full((2, 4, 2, 2), 0.5)  # 1 bit per latent element
+    out = {"x_hat": torch.full_like(x, 0.1), "likelihoods": {"y": likelihoods}}
+    terms = train.rate_distortion(out, x, lmbda=100.0)
+    assert terms["rate"].item() == pytest.approx(likelihoods.numel() / x.numel())
+    assert terms["mse"].item() == pytest.approx(0.01)
+    assert terms["loss"].item() == pytest.approx(terms["rate"].item() + 100.0 * 0.01)
+
+
+def test_overrides_edit_the_resolved_model_and_heuristic_targets(tmp_path):
+    config = train.load_config(TINY, ["model.decoder.widths=[8,8,8,8,8]", "lmbda=3"])
+    assert config["model"]["name"] == "aria-image" and config["model"]["decoder"]["widths"] == [8] * 5
+    assert config["lmbda"] == 3 and config["out"] == "runs/tiny-image"
+    spec = tmp_path / "h.yaml"
+    spec.write_text("model: {heuristic: {dims: 1, channels: 7, target_ratio: 601}, kind: audio,\n"
+                    "        preprocess: {type: audio}}\n")
+    audio = train.load_config(spec)["model"]
+    assert audio["encoder"]["strides"] == [2, 3, 4, 5] and audio["kind"] == "audio"
