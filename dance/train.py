@@ -370,8 +370,23 @@ class Trainer:
         aux = self._aux_step()
         metrics = {k: float(v.detach()) for k, v in terms.items()}
         metrics["aux_loss"] = aux
-        self._control_rate(metrics["rate"])
+        if self.config["rate_control"]:
+            metrics["coded_rate"] = self._coded_rate(x)
+            self._control_rate(metrics["coded_rate"])
         return metrics
+
+    @torch.no_grad()
+    def _coded_rate(self, x: torch.Tensor) -> float:
+        """Bits per element of the rounded latents, i.e. what the entropy coder will spend. At low
+        rates it sits well below the noisy training rate, so rate control must use this one."""
+        encoder = getattr(self.model, "encoder", None)
+        bottleneck = getattr(self.model, "entropy_bottleneck", None)
+        if encoder is None or bottleneck is None:
+            return float("nan")
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            y = encoder(x)
+        _, likelihoods = bottleneck(y.float(), training=False)
+        return float(-torch.log2(likelihoods).sum() / x.numel())
 
     def _aux_step(self) -> float:
         self.aux_optimizer.zero_grad(set_to_none=True)
@@ -388,7 +403,7 @@ class Trainer:
     def _control_rate(self, rate: float) -> None:
         """Multiplicative update of lmbda toward the target rate (log-domain integral control)."""
         control = self.config["rate_control"]
-        if not control:
+        if not control or not math.isfinite(rate):
             return
         self.rate_ema = rate if self.rate_ema is None else 0.9 * self.rate_ema + 0.1 * rate
         if self.step < float(control.get("warmup", 0.1)) * self.total_steps:
@@ -436,7 +451,7 @@ class Trainer:
             log = csv.writer(log_file)
             if new_log:
                 log.writerow(["step", "split", "loss", "rate_bpe", "mse", "ratio", "quality_db",
-                              "lmbda", "lr", "aux_loss", "seconds"])
+                              "lmbda", "lr", "aux_loss", "seconds", "coded_rate_bpe"])
             writer = SummaryWriter(str(self.out / "tensorboard"))
         start = time.monotonic()
         limit = cfg["time_limit_minutes"]
@@ -459,11 +474,14 @@ class Trainer:
                 if self.d.main and (self.step % int(cfg["log_every"]) == 0 or self.step == self.total_steps):
                     ratio = RAW_BITS[self.kind] / max(metrics["rate"], 1e-12)
                     bar.set_postfix(loss=f"{metrics['loss']:.4g}", bpe=f"{metrics['rate']:.4f}",
+                                    coded=f"{metrics.get('coded_rate', float('nan')):.4f}",
                                     ratio=f"{ratio:.0f}", mse=f"{metrics['mse']:.3g}", lmbda=f"{self.lmbda:.3g}")
                     log.writerow([self.step, "train", metrics["loss"], metrics["rate"], metrics["mse"], ratio, "",
-                                  self.lmbda, self._lr(), metrics["aux_loss"], f"{elapsed:.1f}"])
-                    for k in ("loss", "rate", "mse", "aux_loss"):
-                        writer.add_scalar(f"train/{k}", metrics[k], self.step)
+                                  self.lmbda, self._lr(), metrics["aux_loss"], f"{elapsed:.1f}",
+                                  metrics.get("coded_rate", "")])
+                    for k in ("loss", "rate", "mse", "aux_loss", "coded_rate"):
+                        if k in metrics:
+                            writer.add_scalar(f"train/{k}", metrics[k], self.step)
                     writer.add_scalar("train/lmbda", self.lmbda, self.step)
                 stopped_early = bool(limit) and elapsed > float(limit) * 60
                 last = self.step >= self.total_steps or stopped_early
