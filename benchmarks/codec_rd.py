@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vrs", type=Path, default=DEFAULT_VRS, help="VRS recording whose RGB frames are used")
     parser.add_argument("--images", type=Path, help="folder of PNG/JPG images instead of --vrs")
     parser.add_argument("--checkpoints", nargs="+", default=["aria-image"], help="image checkpoints or zoo names")
+    parser.add_argument("--frames", type=int, nargs="+", help="only these frame indices (e.g. the held-out 7)")
     parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument("--plot", type=Path, default=Path("runs/codec_rd.png"))
     parser.add_argument("--no-curves", action="store_true", help="skip the fixed-ratio JPEG/WebP curves")
@@ -297,7 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio-seed", type=int, default=1_000_000, help="first simulator seed (held out)")
     args = parser.parse_args(argv)
     try:
-        frames = load_frames(None if args.images else args.vrs, args.images)[: args.max_frames]
+        frames = load_frames(None if args.images else args.vrs, args.images)
+        if args.frames:
+            frames = [frames[i] for i in args.frames if 0 <= i < len(frames)]
+        frames = frames[: args.max_frames]
+        if not frames:
+            raise data.DataError("no frames selected (check --frames / --max-frames)")
         rows, lambdas = run_images(args.checkpoints, frames)
     except (data.DataError, zoo.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -42,6 +42,7 @@ RAW_BITS = {"image": 8, "audio": 32}  # bits per raw element: uint8 pixels, int3
 
 DEFAULTS: dict = {
     "model": None,
+    "init": None,               # checkpoint whose weights start the run (fine-tuning)
     "data": {},
     "lmbda": 0.01,
     "rate_control": None,       # {target_ratio, gain, warmup}: adapt lmbda to hit raw_bits / target_ratio
@@ -315,6 +316,8 @@ class Trainer:
                 self.model, [n for n, _ in self.model.named_parameters() if n.endswith(".quantiles")])
             self.net = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                            broadcast_buffers=False)
+        if config["init"]:
+            self._init_from(Path(config["init"]))
         self.step = 0
         self.lmbda = float(config["lmbda"])
         self.rate_ema: float | None = None
@@ -322,6 +325,14 @@ class Trainer:
             self._load_state()
 
     # -- state -------------------------------------------------------------------------------
+    def _init_from(self, path: Path) -> None:
+        """Start from a trained checkpoint's weights; its architecture must match the model's."""
+        ckpt = zoo.load_checkpoint(path)
+        try:
+            self.model.load_state_dict(ckpt["state_dict"], strict=False)
+        except RuntimeError as e:
+            raise ConfigError(f"init: {path} does not fit the model ({str(e).splitlines()[0]})") from None
+
     def _save_state(self) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "aux_optimizer": self.aux_optimizer.state_dict(), "scaler": self.scaler.state_dict(),
