@@ -42,6 +42,7 @@ RAW_BITS = {"image": 8, "audio": 32}  # bits per raw element: uint8 pixels, int3
 
 DEFAULTS: dict = {
     "model": None,
+    "model_overrides": {},      # {dotted.key: value} applied to the resolved model config
     "init": None,               # checkpoint whose weights start the run (fine-tuning)
     "data": {},
     "lmbda": 0.01,
@@ -148,6 +149,8 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
             if key.split(".")[0] not in DEFAULTS:
                 raise ConfigError(f"--set {key}: unknown key (known: {sorted(DEFAULTS)})")
             _set_dotted(config, key, value)
+    for key, value in (config["model_overrides"] or {}).items():
+        _set_dotted(config["model"], key, value)
     config["out"] = str(config["out"] or Path("runs") / path.stem)
     config["final"] = str(config["final"] or Path(config["out"]) / "final.pt")
     return config
