@@ -37,23 +37,26 @@ class ZmqPub(Node):
     bind = Param(bool, True, "bind the endpoint (else connect to a bound subscriber)")
     hwm = Param(int, 64, "messages queued per subscriber before ZeroMQ drops", min=1)
     curve_keys = Param(str, "", "directory from `dance keys` to encrypt (empty = plain)")
+    wait_s = Param(float, 10.0, "connect mode: wait this long for the subscriber", min=0)
 
     def setup(self):
         self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.PUB)
+        # XPUB: subscriptions reach us as messages, so we can wait for the first one instead of
+        # losing the first packets to ZeroMQ's slow-joiner effect
+        self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.sndhwm = self.hwm
         self.sock.linger = 1000
         self.auth = _secure(self.ctx, self.sock, self.bind, self.curve_keys)
         if self.bind:
             self.sock.bind(self.endpoint)
         else:
-            monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
             self.sock.connect(self.endpoint)
-            monitor.poll(10_000)  # let the subscription arrive before the first packet
-            self.sock.disable_monitor()
-            monitor.close()
+            if self.sock.poll(self.wait_s * 1000):
+                self.sock.recv()
 
     def on_packets(self, packet: Packet):
+        while self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self.sock.recv()  # (un)subscriptions: nothing to do but keep the queue empty
         self.sock.send_multipart([packet.stream.encode(), *wire.encode(packet)], copy=False)
 
     def teardown(self):
@@ -79,11 +82,13 @@ class ZmqSub(Source):
     count = Param(int, 0, "stop after this many packets (0 = until end of stream or Ctrl-C)")
     stop_on_eos = Param(bool, True, "end when the publisher sends end of stream")
     max_bytes = Param(int, wire.DEFAULT_MAX_BYTES, "largest payload accepted", min=1)
+    hwm = Param(int, 1000, "messages ZeroMQ queues before dropping", min=1)
     curve_keys = Param(str, "", "directory from `dance keys` to decrypt (empty = plain)")
 
     def setup(self):
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.rcvhwm = self.hwm
         self.sock.maxmsgsize = self.max_bytes + 65536
         self.sock.linger = 0
         self.auth = _secure(self.ctx, self.sock, self.bind, self.curve_keys)

@@ -129,6 +129,11 @@ class Node:
                 elif isinstance(value, Param):
                     found["params"][name] = value
         cls.inputs, cls.outputs, cls.params = found["inputs"], found["outputs"], found["params"]
+        for kind, members in found.items():
+            for name in members:
+                if name in _RESERVED:
+                    raise TypeError(f"{cls.__name__}: {kind[:-1]} '{name}' would hide "
+                                    f"Node.{name}; choose another name")
         for name in cls.inputs:
             if not callable(getattr(cls, f"on_{name}", None)):
                 raise TypeError(f"{cls.__name__}: input '{name}' needs a method on_{name}(packet)")
@@ -167,7 +172,7 @@ class Node:
         return self._stop.is_set()
 
     # -- used by the runtime -----------------------------------------------------------------
-    def bind(self, emit: Callable[[str, Packet], None], stop: threading.Event) -> None:
+    def attach(self, emit: Callable[[str, Packet], None], stop: threading.Event) -> None:
         self._emit, self._stop = emit, stop
 
     def handle(self, port: str, packet: Packet) -> None:
@@ -180,6 +185,9 @@ class Node:
 
     def _unbound_emit(self, port: str, packet: Packet) -> None:
         raise RuntimeError(f"node '{self.name}' emitted before the runtime bound it")
+
+
+_RESERVED = {"name", "counters", "run", "pace"} | {n for n in dir(Node) if not n.startswith("_")}
 
 
 class Source(Node):

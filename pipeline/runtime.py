@@ -254,7 +254,7 @@ class GroupRunner:
             for deliver in routes[port]:
                 deliver(packet, False)
 
-        node.bind(emit, self.stop)
+        node.attach(emit, self.stop)
         try:
             try:
                 node.setup()

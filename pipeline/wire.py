@@ -45,7 +45,9 @@ def encode(packet: Packet, eos: bool = False) -> list:
         if payload.ndim > MAX_NDIM:
             raise WireError(f"stream '{packet.stream}': {payload.ndim} dims > {MAX_NDIM}")
         dims, dtype_code = payload.shape, code
-        body = np.ascontiguousarray(payload.astype(little, copy=False))
+        # flat uint8 view of the same memory: frames are 1-D byte buffers, still no copy
+        body = np.ascontiguousarray(payload.astype(little, copy=False)).reshape(-1)
+        body = body.view(np.uint8)
     elif isinstance(payload, (bytes, bytearray, memoryview)):
         kind, body = KIND_BYTES, payload
     elif isinstance(payload, dict):
@@ -67,7 +69,8 @@ def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet
     """Parse frames from `encode`; returns (packet, eos). Raises WireError if malformed."""
     if len(frames) != 2:
         raise WireError(f"expected 2 frames, got {len(frames)}")
-    header, body = (memoryview(f.buffer if hasattr(f, "buffer") else f) for f in frames)
+    header, body = (memoryview(f.buffer if hasattr(f, "buffer") else f).cast("B")
+                    for f in frames)
     if len(header) < _FIXED.size:
         raise WireError(f"header of {len(header)} bytes is shorter than {_FIXED.size}")
     (magic, version, flags, kind, ndim, dtype_code, seq, timestamp_ns, stream_len,

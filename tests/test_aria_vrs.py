@@ -19,7 +19,7 @@ pytest.importorskip("projectaria_tools")
 def replay(path=VRS, limit: int | None = None, **params):
     """Drive the node as the runtime does; returns [(port, packet)]."""
     node = AriaVrsSource(name="vrs", path=str(path), **{"speed": 0.0, **params})
-    node.bind(lambda port, packet: None, threading.Event())
+    node.attach(lambda port, packet: None, threading.Event())
     node.setup()
     out = []
     for port, packet in node.run():

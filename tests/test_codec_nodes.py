@@ -14,7 +14,7 @@ from .dance_testing import TINY_AUDIO, TINY_IMAGE, tiny_checkpoint
 
 def _bind(node):
     out = []
-    node.bind(lambda port, packet: out.append((port, packet)), threading.Event())
+    node.attach(lambda port, packet: out.append((port, packet)), threading.Event())
     node.setup()
     return out
 

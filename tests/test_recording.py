@@ -183,7 +183,7 @@ def test_foreign_and_missing_files(tmp_path):
 
 
 def run_source(node, limit: int | None = None):
-    node.bind(lambda port, packet: None, threading.Event())
+    node.attach(lambda port, packet: None, threading.Event())
     node.setup()
     out = []
     for item in node.run():
@@ -196,7 +196,7 @@ def run_source(node, limit: int | None = None):
 
 def record_with_node(path: Path, packets: list[Packet]) -> None:
     sink = Record(name="rec", path=str(path))
-    sink.bind(lambda port, packet: None, threading.Event())
+    sink.attach(lambda port, packet: None, threading.Event())
     sink.setup()
     for packet in packets:
         sink.handle("packets", packet)

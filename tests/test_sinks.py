@@ -12,7 +12,7 @@ from pipeline.packet import Packet, audio_packet, image_packet
 
 
 def feed(node, packets):
-    node.bind(lambda port, packet: None, threading.Event())
+    node.attach(lambda port, packet: None, threading.Event())
     node.setup()
     for packet in packets:
         node.handle("packets", packet)
@@ -50,7 +50,7 @@ def test_jsonl_writes_one_parsable_line_per_packet(tmp_path):
 def test_jsonl_lines_are_on_disk_before_teardown(tmp_path):
     path = tmp_path / "events.jsonl"
     sink = JsonlSink(name="log", path=str(path))
-    sink.bind(lambda port, packet: None, threading.Event())
+    sink.attach(lambda port, packet: None, threading.Event())
     sink.setup()
     sink.handle("packets", Packet("metrics", 1, 0, {"x": 1}))
     assert json.loads(path.read_text())["payload"] == {"x": 1}

@@ -12,7 +12,7 @@ from nodes.synthetic import SAMPLE_RATE, SyntheticAriaSource, sample_time_ns
 
 def generate(limit: int | None = None, **params):
     node = SyntheticAriaSource(name="syn", **{"speed": 0.0, **params})
-    node.bind(lambda port, packet: None, threading.Event())
+    node.attach(lambda port, packet: None, threading.Event())
     node.setup()
     out = []
     for port, packet in node.run():
@@ -107,7 +107,7 @@ def test_endless_until_stopped():
 def test_paces_at_the_speed_factor():
     speed = 10.0
     node = SyntheticAriaSource(name="syn", frames=3, speed=speed)
-    node.bind(lambda port, packet: None, threading.Event())
+    node.attach(lambda port, packet: None, threading.Event())
     node.setup()
     arrivals = [(time.monotonic(), packet.timestamp_ns) for _, packet in node.run()]
     wall_s = arrivals[-1][0] - arrivals[0][0]

@@ -1,0 +1,77 @@
+"""Wire format v1: exact round trips, and nothing but WireError for malformed input."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from pipeline import wire
+from pipeline.packet import Packet, audio_packet, image_packet
+
+
+@pytest.mark.parametrize("dtype", wire.DTYPES)
+def test_arrays_of_every_dtype_round_trip(dtype):
+    array = (np.arange(24) % 2).astype(dtype).reshape(2, 3, 4)
+    packet, eos = wire.decode(wire.encode(Packet("s", -5, 7, array, {"k": [1, "x"]})))
+    assert not eos and packet.stream == "s" and packet.timestamp_ns == -5 and packet.seq == 7
+    assert packet.payload.dtype == np.dtype(dtype) and packet.payload.shape == (2, 3, 4)
+    np.testing.assert_array_equal(packet.payload, array)
+    assert packet.meta == {"k": [1, "x"]}
+
+
+def test_big_endian_scalars_bytes_dicts_and_eos():
+    big = np.arange(5, dtype=">i4")
+    assert wire.decode(wire.encode(Packet("b", 0, 0, big)))[0].payload.tolist() == list(range(5))
+    scalar = wire.decode(wire.encode(Packet("z", 0, 0, np.array(2.5))))[0]
+    assert scalar.payload.shape == () and scalar.payload == 2.5
+    blob = wire.decode(wire.encode(Packet("bytes", 1, 2, b"\x00\xff" * 10, {"codec": "x"})))[0]
+    assert blob.payload == b"\x00\xff" * 10 and blob.meta == {"codec": "x"}
+    doc = wire.decode(wire.encode(Packet("m", 1, 2, {"a": 1.5, "b": "t"}, {"u": 1})))[0]
+    assert doc.payload == {"a": 1.5, "b": "t"} and doc.meta == {"u": 1}
+    assert wire.decode(wire.encode(Packet("e", 0, 0, b""), eos=True))[1] is True
+
+
+def test_typed_packets_carry_their_facts():
+    image = image_packet("cam", 10, 0, np.zeros((4, 6, 3), np.uint8))
+    assert image.meta == {"height": 4, "width": 6, "channels": 3, "pixel_format": "rgb24"}
+    audio = audio_packet("mic", 99, 3, np.zeros((8, 7), np.int32), 48000)
+    assert audio.meta == {"sample_rate": 48000, "channels": 7, "first_sample_ns": 99}
+    assert wire.decode(wire.encode(audio))[0].meta == audio.meta
+
+
+def test_unsendable_payloads_are_refused():
+    with pytest.raises(wire.WireError, match="dtype object"):
+        wire.encode(Packet("s", 0, 0, np.array([object()])))
+    with pytest.raises(wire.WireError, match="cannot be sent"):
+        wire.encode(Packet("s", 0, 0, [1, 2, 3]))
+
+
+def test_random_damage_gives_only_wire_errors():
+    rng = random.Random(1)
+    header, body = (bytes(f) for f in wire.encode(
+        audio_packet("mic", 5, 1, np.ones((16, 7), np.int32), 48000)))
+    for _ in range(5000):
+        h, b = bytearray(header), bytearray(body)
+        target = h if rng.random() < 0.8 else b
+        for _ in range(rng.randint(1, 4)):
+            if target and rng.random() < 0.7:
+                target[rng.randrange(len(target))] = rng.randrange(256)
+            else:
+                del target[rng.randrange(len(target) + 1):]
+        try:
+            packet, _ = wire.decode([bytes(h), bytes(b)])
+        except wire.WireError:
+            continue
+        assert isinstance(packet.meta, dict)  # damage that still parses is self-consistent
+
+
+def test_limits():
+    frames = wire.encode(Packet("s", 0, 0, np.zeros(1000, np.uint8)))
+    with pytest.raises(wire.WireError, match="exceeds the limit"):
+        wire.decode(frames, max_bytes=999)
+    with pytest.raises(wire.WireError, match="expected 2 frames"):
+        wire.decode(frames[:1])
+    with pytest.raises(wire.WireError, match="trailing"):
+        wire.from_bytes(wire.to_bytes(frames) + b"x")
+    assert [bytes(f) for f in wire.from_bytes(wire.to_bytes(frames))] == [bytes(f) for f in frames]
