@@ -92,13 +92,13 @@ def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet
     try:
         stream = bytes(header[at:at + stream_len]).decode()
         meta = json.loads(bytes(header[at + stream_len:])) if meta_len else {}
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise WireError(f"undecodable stream name or metadata: {exc}") from None
     if not isinstance(meta, dict):
         raise WireError("metadata is not a JSON object")
     if kind == KIND_ARRAY:
         dtype = np.dtype(DTYPES[dtype_code])
-        count = int(np.prod(dims, dtype=np.uint64)) if dims else 1
+        count = int(np.prod(dims, dtype=object)) if dims else 1  # exact: uint64 wraps
         if count * dtype.itemsize != len(body):
             raise WireError(f"shape {tuple(dims)} of {dtype} needs {count * dtype.itemsize} "
                             f"bytes, got {len(body)}")
