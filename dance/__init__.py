@@ -6,18 +6,20 @@ Layered like CompressAI: `layers` (N-D blocks), `entropy` (bottleneck + rANS cod
 """
 from __future__ import annotations
 
-import warnings
-
-with warnings.catch_warnings():  # compressai's import-time deprecation notices are not ours
-    warnings.simplefilter("ignore", FutureWarning)
-    import compressai  # noqa: F401
-
 import importlib
+import warnings
 
 # Imported on first use, so that `dance run` of a graph without codecs never loads torch.
 _LAZY = {"build_model": "models", "register_model": "models", "load_checkpoint": "zoo",
          "load_codec": "zoo", "load_config": "zoo", "save_checkpoint": "zoo"}
 __all__ = list(_LAZY)
+
+
+def quiet_compressai() -> None:
+    """Import compressai once with its import-time deprecation notices (not ours) silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import compressai  # noqa: F401
 
 
 def __getattr__(name: str):

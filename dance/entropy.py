@@ -14,8 +14,11 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from compressai.ans import RansDecoder, RansEncoder
-from compressai.entropy_models import EntropyBottleneck
+from dance import quiet_compressai
+
+quiet_compressai()
+from compressai.ans import RansDecoder, RansEncoder  # noqa: E402
+from compressai.entropy_models import EntropyBottleneck  # noqa: E402
 
 __all__ = ["EntropyBottleneck", "EntropyTables", "FactorizedCoder", "EntropyCodingError"]
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from compressai.ops.parametrizers import NonNegativeParametrizer
+from dance import quiet_compressai
+
+quiet_compressai()
+from compressai.ops.parametrizers import NonNegativeParametrizer  # noqa: E402
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
