@@ -1,7 +1,7 @@
 """Transport benchmark: raw pyzmq PUSH/PULL versus our link path, across two processes.
 
 "Ours" is the real inter-group path of the runtime: `wire.encode` of a numpy Packet, sent by
-`pipeline.transport.LinkSender` as [route, header, body] and received by `LinkReceiver`, which
+`pipeline.transport.LinkSender` (route prefix + `wire.pack` frames) and received by `LinkReceiver`, which
 validates every message with `wire.decode` before delivering it. "Raw" is plain pyzmq
 `send`/`recv` of the same payload bytes, zero-copy from 64 KB up as pyzmq recommends. Both use
 the same high-water marks.
@@ -33,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import wire  # noqa: E402
 from pipeline.packet import Packet, image_packet  # noqa: E402
-from pipeline.transport import LinkReceiver, LinkSender  # noqa: E402
+from pipeline.transport import LinkReceiver, LinkSender, route_prefix  # noqa: E402
 
-ROUTE = b"camera.out->sink.inp"
+ROUTE = "camera.out->sink.inp"
+PREFIX = route_prefix(ROUTE)
 WARMUP = 200          # messages before the throughput clock starts
 END = b""             # raw end-of-pass marker (ours sends an EOS packet, as the runtime does)
 _STAMP = struct.Struct("<q")
@@ -99,7 +100,7 @@ def receiver_main(kind: str, size: int, hwm: int, modes: list[str], conn) -> Non
                 current[0].end()
             else:
                 current[0].message(packet.timestamp_ns)
-            return route == ROUTE.decode()
+            return route == ROUTE
 
         inbox = LinkReceiver(ctx, "tcp://127.0.0.1:*", deliver, hwm=hwm, max_bytes=size + 65536)
         conn.send(inbox.endpoint)
@@ -152,7 +153,7 @@ class Sender:
         now = time.monotonic_ns()
         if self.kind == "ours":
             packet = image_packet("camera", now, seq, self.pixels, pixel_format="gray8")
-            if not self.link.send(ROUTE, wire.encode(packet), True, self.stop):
+            if not self.link.send(PREFIX, wire.encode(packet), True, self.stop):
                 raise RuntimeError("the link dropped a packet under the block policy")
         else:
             _STAMP.pack_into(self.raw, 0, now)
@@ -160,7 +161,7 @@ class Sender:
 
     def end(self) -> None:
         if self.kind == "ours":
-            self.link.send(ROUTE, wire.encode(Packet("", 0, 0, b""), eos=True), True, self.stop)
+            self.link.send(PREFIX, wire.encode(Packet("", 0, 0, b""), eos=True), True, self.stop)
         else:
             self.sock.send(END)
 

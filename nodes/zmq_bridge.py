@@ -1,7 +1,7 @@
 """Publish streams to outside programs, and subscribe to theirs, over ZeroMQ PUB/SUB.
 
-A message is `[stream, header, body]`: the stream name first so subscribers can filter by
-topic, then one wire-format packet (docs/wire-format.md). PUB/SUB never blocks the publisher:
+A message is the stream name (a frame of its own, so subscribers can filter by topic), then one
+wire-format packet as `wire.pack` frames it (docs/wire-format.md). PUB/SUB never blocks the publisher:
 ZeroMQ drops for subscribers that fall more than `hwm` messages behind.
 """
 from __future__ import annotations
@@ -57,7 +57,8 @@ class ZmqPub(Node):
     def on_packets(self, packet: Packet):
         while self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self.sock.recv()  # (un)subscriptions: nothing to do but keep the queue empty
-        self.sock.send_multipart([packet.stream.encode(), *wire.encode(packet)], copy=False)
+        self.sock.send_multipart([packet.stream.encode(), *wire.pack(wire.encode(packet))],
+                                 copy=False)
 
     def teardown(self):
         if hasattr(self, "sock"):
@@ -105,8 +106,8 @@ class ZmqSub(Source):
                 continue
             frames = self.sock.recv_multipart(copy=False)
             try:
-                if len(frames) != 3:
-                    raise wire.WireError(f"expected 3 frames, got {len(frames)}")
+                if len(frames) < 2:
+                    raise wire.WireError(f"expected a topic and a packet, got {len(frames)} frame")
                 packet, eos = wire.decode(frames[1:], self.max_bytes)
             except wire.WireError as exc:
                 self.counters["rejected"] += 1

@@ -260,15 +260,16 @@ def _validate(graph: Graph, errors: _Errors) -> None:
 def _check_params(spec: NodeSpec, errors: _Errors) -> None:
     declared = spec.cls.params
     for key, value in spec.params.items():
-        line = spec.param_lines.get(key) or spec.line
+        line = spec.param_lines.get(key, spec.line)
+        origin = "" if line else " (from --set)"
         if key not in declared:
-            errors.add(line, f"unknown parameter '{key}' for type {spec.type} "
-                             f"(parameters: {', '.join(declared) or 'none'})", spec.name)
+            errors.add(line or spec.line, f"unknown parameter '{key}'{origin} for type "
+                       f"{spec.type} (parameters: {', '.join(declared) or 'none'})", spec.name)
             continue
         try:
             declared[key].coerce(value)
         except ParamError as exc:
-            errors.add(line, f"parameter '{key}': {exc}", spec.name)
+            errors.add(line or spec.line, f"parameter '{key}'{origin}: {exc}", spec.name)
     for key, param in declared.items():
         if param.required and key not in spec.params:
             errors.add(spec.line, f"missing required parameter '{key}' ({param.doc})", spec.name)

@@ -21,7 +21,7 @@ from . import wire
 from .graph import EdgeSpec, Graph, NodeSpec, is_source
 from .node import Node, Source
 from .packet import Packet
-from .transport import CurveServer, LinkReceiver, LinkSender
+from .transport import CurveServer, LinkReceiver, LinkSender, route_prefix
 
 
 @dataclass
@@ -167,7 +167,7 @@ class GroupRunner:
         sender = LinkSender(self.ctx, self.endpoints[dst_group], hwm=edge.size,
                             curve_keys=self.graph.curve_keys)
         self._senders.append(sender)
-        route, stats = edge.key.encode(), self.stats[spec.name]
+        route, stats = route_prefix(edge.key), self.stats[spec.name]
         wait = edge.policy == "block"
 
         def deliver(packet: Packet | None, eos: bool) -> None:
@@ -254,9 +254,9 @@ class GroupRunner:
             for deliver in routes[port]:
                 deliver(packet, False)
 
-        node.attach(emit, self.stop)
         try:
             try:
+                node.attach(emit, self.stop)
                 node.setup()
             finally:
                 try:

@@ -1,12 +1,14 @@
 """ZeroMQ links between process groups: PUSH senders, one PULL inbox per group.
 
-A link message is `[route, header, body]`: `route` names the graph edge, the rest is one
-wire-format packet (pipeline/wire.py). Receivers validate everything, count rejects and keep
+A link message is one wire-format packet (pipeline/wire.py, `wire.pack`: one frame, or two for
+bodies over 64 KiB) whose first frame starts with the route: a u16 length and the name of the
+graph edge. Receivers validate everything, count rejects and keep
 serving. Optional CURVE (`curve_keys:` in the graph) encrypts and authenticates off-host links.
 """
 from __future__ import annotations
 
 import socket as pysocket
+import struct
 import sys
 import threading
 import time
@@ -16,6 +18,7 @@ from typing import Callable
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from . import wire
 from .packet import Packet
@@ -28,6 +31,14 @@ def free_endpoint(host: str = "127.0.0.1") -> str:
     with pysocket.socket() as probe:
         probe.bind((host, 0))
         return f"tcp://{host}:{probe.getsockname()[1]}"
+
+
+def route_prefix(edge_key: str) -> bytes:
+    """The bytes that start every link message of one edge."""
+    route = edge_key.encode()
+    if len(route) > 0xFFFF:
+        raise ValueError(f"edge name of {len(route)} bytes is too long")
+    return struct.pack("<H", len(route)) + route
 
 
 def create_keys(directory: str | Path) -> None:
@@ -73,56 +84,76 @@ def apply_curve_client(sock: zmq.Socket, keys_dir: str) -> None:
 class LinkSender:
     """One PUSH socket to a peer group's inbox, used only by the thread of the sending node.
 
-    `block` waits for room up to `timeout_s`; after that the peer counts as gone and packets are
-    dropped (and counted) at once until it accepts again, so a dead peer never stalls or bloats
-    the sender. `drop_oldest` / `latest` never wait: ZeroMQ cannot evict its queue, so overflow
-    drops the newest packet here.
+    `block` waits for room as long as the peer is connected (a slow consumer slows the sender,
+    nothing is lost); while no peer is connected, packets are dropped at once and counted, so a
+    dead peer never stalls or bloats the sender. `drop_oldest` / `latest` never wait: ZeroMQ
+    cannot evict its queue, so overflow drops the newest packet here.
     """
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, hwm: int, curve_keys: str | None = None,
-                 timeout_s: float = 5.0):
-        self.endpoint, self.timeout_s, self.up = endpoint, timeout_s, True
+    def __init__(self, ctx: zmq.Context, endpoint: str, hwm: int, curve_keys: str | None = None):
+        self.endpoint = endpoint
         self.sock = ctx.socket(zmq.PUSH)
         self.sock.sndhwm = max(2, hwm)
-        self.sock.linger = 2000
-        self.sock.immediate = True  # queue only on completed connections
+        self.sock.immediate = True  # queue only on live connections
         if curve_keys:
             apply_curve_client(self.sock, curve_keys)
-        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._monitor = self.sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         self.sock.connect(endpoint)
+        self.peers = 0
+        self._warned = False
+
+    def _track_peers(self, timeout_ms: int = 0) -> None:
+        while self._monitor.poll(timeout_ms):
+            event = recv_monitor_message(self._monitor)["event"]
+            self.peers += 1 if event == zmq.EVENT_HANDSHAKE_SUCCEEDED else -1
+            self.peers = max(self.peers, 0)
+            timeout_ms = 0
 
     def wait_connected(self, timeout_s: float) -> bool:
-        if self._monitor is None:
-            return True
-        ok = self._monitor.poll(int(timeout_s * 1000)) != 0
-        self.sock.disable_monitor()
-        self._monitor.close(0)
-        self._monitor = None
-        return ok
+        deadline = time.monotonic() + timeout_s
+        while not self.peers and time.monotonic() < deadline:
+            self._track_peers(POLL_MS)
+        return self.peers > 0
 
-    def send(self, route: bytes, frames: list, wait: bool, stop: threading.Event) -> bool:
-        """Send one message; False means it was dropped."""
-        message = [route, *frames]
-        if wait and self.up:
-            deadline = time.monotonic() + self.timeout_s
-            while time.monotonic() < deadline and not stop.is_set():
-                if self.sock.poll(POLL_MS, zmq.POLLOUT):
-                    self.sock.send_multipart(message, copy=False)
-                    return True
-            self.up = False
-            print(f"warning: link to {self.endpoint} is not accepting packets (peer gone?); "
-                  f"dropping until it recovers", file=sys.stderr)
-            return False
+    def _send(self, parts: list) -> None:
+        # After the first part is accepted, ZeroMQ accepts the rest of the message.
+        if len(parts) == 1:
+            self.sock.send(parts[0], zmq.NOBLOCK)
+        else:
+            self.sock.send(parts[0], zmq.NOBLOCK | zmq.SNDMORE)
+            self.sock.send(parts[1], copy=False)
+
+    def send(self, prefix: bytes, frames: list, wait: bool, stop: threading.Event) -> bool:
+        """Send one packet's frames behind its route `prefix`; False means it was dropped."""
+        parts = wire.pack(frames, prefix)
         try:
-            self.sock.send_multipart(message, flags=zmq.NOBLOCK, copy=False)
-            self.up = True
+            self._send(parts)
             return True
         except zmq.Again:
-            return False
+            pass
+        while wait and not stop.is_set():
+            self._track_peers()
+            if not self.peers:
+                break
+            if self.sock.poll(POLL_MS, zmq.POLLOUT):
+                try:
+                    self._send(parts)
+                    return True
+                except zmq.Again:
+                    continue
+        if wait and not self.peers and not self._warned:
+            self._warned = True
+            print(f"warning: link to {self.endpoint} has no peer (gone?); dropping and counting "
+                  f"packets until it reconnects", file=sys.stderr)
+        return False
 
     def close(self) -> None:
-        if self._monitor is not None:
-            self.wait_connected(0)
+        """Close; what is still queued gets up to 30 s to reach a live peer."""
+        self._track_peers()
+        self.sock.linger = 30_000 if self.peers else 0
+        self.sock.disable_monitor()
+        self._monitor.close(0)
         self.sock.close()
 
 
@@ -151,21 +182,35 @@ class LinkReceiver(threading.Thread):
             while not self.done.is_set():
                 if not self.sock.poll(POLL_MS):
                     continue
-                frames = self.sock.recv_multipart(copy=False)
-                try:
-                    if len(frames) != 3:
-                        raise wire.WireError(f"expected 3 frames, got {len(frames)}")
-                    route = frames[0].bytes.decode("utf-8", "strict")
-                    packet, eos = wire.decode(frames[1:], self.max_bytes)
-                    if not self.deliver(route, packet, eos):
-                        raise wire.WireError(f"unknown route {route[:80]!r}")
-                except (wire.WireError, UnicodeDecodeError) as exc:
-                    self.rejected += 1
-                    self.last_reject = str(exc)
-                    continue
-                self.received += not eos
+                while True:  # drain what is queued before polling again
+                    try:
+                        first = self.sock.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    frames = [first]
+                    while self.sock.rcvmore:
+                        frames.append(self.sock.recv(copy=False))
+                    self._accept(frames)
         finally:
             self.sock.close()
+
+    def _accept(self, frames: list) -> None:
+        try:
+            if len(frames) > 2:
+                raise wire.WireError(f"expected 1 or 2 frames, got {len(frames)}")
+            first = memoryview(frames[0])
+            if len(first) < 2:
+                raise wire.WireError("message shorter than its route length")
+            end = 2 + struct.unpack_from("<H", first)[0]
+            route = str(first[2:end], "utf-8")
+            packet, eos = wire.decode([first[end:], *frames[1:]], self.max_bytes)
+            if not self.deliver(route, packet, eos):
+                raise wire.WireError(f"unknown route {route[:80]!r}")
+        except (wire.WireError, UnicodeDecodeError) as exc:
+            self.rejected += 1
+            self.last_reject = str(exc)
+            return
+        self.received += not eos
 
     def stats(self) -> dict:
         return {"endpoint": self.endpoint, "received": self.received, "rejected": self.rejected,

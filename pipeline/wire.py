@@ -1,4 +1,4 @@
-"""Wire format v1: a packet as a list of frames — one binary header, then raw buffers.
+"""Wire format v1: a packet as a binary header plus one raw buffer, in one or two frames.
 
 No pickle: the header is fixed-layout binary plus JSON for metadata/dict payloads, and buffers
 are plain bytes whose dtype and shape the header declares. `decode` checks every length before
@@ -7,6 +7,7 @@ touching data and raises `WireError` for anything malformed. Layout: docs/wire-f
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Sequence
 
@@ -23,9 +24,12 @@ FLAG_EOS = 1
 # magic, version, flags, kind, ndim, dtype code, reserved, seq, timestamp_ns, stream len, meta len
 _FIXED = struct.Struct("<2sBBBBBxQqHI")
 DTYPES = ["|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8", "|b1"]
-_DTYPE_CODE = {np.dtype(name): code for code, name in enumerate(DTYPES)}
+_NP_DTYPES = [np.dtype(name) for name in DTYPES]
+_DTYPE_CODE = {dtype: code for code, dtype in enumerate(_NP_DTYPES)}
+_to_json = json.JSONEncoder(separators=(",", ":")).encode
 MAX_NDIM = 8
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+INLINE_MAX = 64 * 1024  # bodies up to this size share the header's frame
 
 
 class WireError(ValueError):
@@ -57,7 +61,7 @@ def encode(packet: Packet, eos: bool = False) -> list:
         raise WireError(f"stream '{packet.stream}': payload of type "
                         f"{type(payload).__name__} cannot be sent")
     stream = packet.stream.encode()
-    meta_json = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
+    meta_json = _to_json(meta).encode() if meta else b""
     header = b"".join((
         _FIXED.pack(MAGIC, VERSION, FLAG_EOS if eos else 0, kind, len(dims), dtype_code,
                     packet.seq, packet.timestamp_ns, len(stream), len(meta_json)),
@@ -65,12 +69,21 @@ def encode(packet: Packet, eos: bool = False) -> list:
     return [header, body]
 
 
+def pack(frames: list, prefix: bytes = b"") -> list:
+    """Frames ready to send: `prefix` + header, with bodies up to INLINE_MAX appended to the
+    header (one frame: copying a small body is cheaper than a second frame), else separate."""
+    header, body = frames
+    if len(body) <= INLINE_MAX:
+        return [b"".join((prefix, header, body))]
+    return [prefix + header, body]
+
+
 def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet, bool]:
-    """Parse frames from `encode`; returns (packet, eos). Raises WireError if malformed."""
-    if len(frames) != 2:
-        raise WireError(f"expected 2 frames, got {len(frames)}")
-    header, body = (memoryview(f.buffer if hasattr(f, "buffer") else f).cast("B")
-                    for f in frames)
+    """Parse [header, body] or [header + body]; returns (packet, eos). Raises WireError if
+    malformed."""
+    if len(frames) not in (1, 2):
+        raise WireError(f"expected 1 or 2 frames, got {len(frames)}")
+    header = _byte_view(frames[0])
     if len(header) < _FIXED.size:
         raise WireError(f"header of {len(header)} bytes is shorter than {_FIXED.size}")
     (magic, version, flags, kind, ndim, dtype_code, seq, timestamp_ns, stream_len,
@@ -82,6 +95,10 @@ def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet
     if ndim > MAX_NDIM or dtype_code >= len(DTYPES) or kind > KIND_DICT:
         raise WireError("header fields out of range")
     expected = _FIXED.size + 8 * ndim + stream_len + meta_len
+    if len(frames) == 1 and len(header) >= expected:
+        header, body = header[:expected], header[expected:]
+    elif len(frames) == 2:
+        body = _byte_view(frames[1])
     if len(header) != expected:
         raise WireError(f"header is {len(header)} bytes, its fields say {expected}")
     if len(body) > max_bytes:
@@ -90,15 +107,15 @@ def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet
     dims = struct.unpack_from(f"<{ndim}Q", header, at)
     at += 8 * ndim
     try:
-        stream = bytes(header[at:at + stream_len]).decode()
-        meta = json.loads(bytes(header[at + stream_len:])) if meta_len else {}
+        stream = str(header[at:at + stream_len], "utf-8")
+        meta = json.loads(str(header[at + stream_len:], "utf-8")) if meta_len else {}
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise WireError(f"undecodable stream name or metadata: {exc}") from None
     if not isinstance(meta, dict):
         raise WireError("metadata is not a JSON object")
     if kind == KIND_ARRAY:
-        dtype = np.dtype(DTYPES[dtype_code])
-        count = int(np.prod(dims, dtype=object)) if dims else 1  # exact: uint64 wraps
+        dtype = _NP_DTYPES[dtype_code]
+        count = math.prod(dims)  # Python ints: exact, no wrap-around
         if count * dtype.itemsize != len(body):
             raise WireError(f"shape {tuple(dims)} of {dtype} needs {count * dtype.itemsize} "
                             f"bytes, got {len(body)}")
@@ -112,6 +129,12 @@ def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet
         if not isinstance(meta, dict):
             raise WireError("metadata is not a JSON object")
     return Packet(stream, timestamp_ns, seq, payload, meta), bool(flags & FLAG_EOS)
+
+
+def _byte_view(frame) -> memoryview:
+    """A flat byte view of a frame: bytes, a zmq.Frame, or an array from `encode`."""
+    view = memoryview(getattr(frame, "buffer", frame))
+    return view if view.ndim == 1 and view.format == "B" else view.cast("B")
 
 
 def to_bytes(frames: Sequence) -> bytes:

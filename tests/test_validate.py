@@ -120,7 +120,7 @@ def test_missing_file_and_bad_override(tmp_path):
     result = dance("validate", path, "--set", "ghost.count=3", "--set", "src.count=many")
     assert result.returncode == 2
     assert "--set ghost.count=3: no node named 'ghost'" in result.stderr
-    assert "parameter 'count': expected int, got str 'many'" in result.stderr
+    assert "parameter 'count' (from --set): expected int, got str 'many'" in result.stderr
 
 
 from pipeline.node import Input, Node  # noqa: E402

@@ -47,6 +47,34 @@ def test_unsendable_payloads_are_refused():
         wire.encode(Packet("s", 0, 0, [1, 2, 3]))
 
 
+def test_small_bodies_share_the_header_frame():
+    small = wire.encode(Packet("s", 1, 2, np.arange(10, dtype=np.int16)))
+    assert len(wire.pack(small, b"route")) == 1
+    one = wire.pack(small, b"")[0]
+    assert wire.decode([one])[0].payload.tolist() == list(range(10))
+    big = wire.encode(Packet("s", 1, 2, np.zeros(wire.INLINE_MAX + 1, np.uint8)))
+    assert len(wire.pack(big)) == 2
+
+
+def test_crafted_headers_that_once_crashed_the_receiver():
+    header = bytes(wire.encode(Packet("s", 0, 0, np.zeros((2, 2), np.uint8)))[0])
+    wrap = bytearray(header)  # dims 2^33 x 2^31: their uint64 product wraps to 0
+    wrap[wire._FIXED.size:wire._FIXED.size + 16] = (2**33).to_bytes(8, "little") + \
+        (2**31).to_bytes(8, "little")
+    with pytest.raises(wire.WireError):
+        wire.decode([bytes(wrap), b""])
+    with pytest.raises(wire.WireError):  # nesting deep enough to exhaust the JSON parser
+        wire.decode([_with_meta(b"[" * 100_000), b""])
+    assert wire.decode([_with_meta(b'{"ok":1}'), b""])[0].meta == {"ok": 1}
+
+
+def _with_meta(meta: bytes) -> bytes:
+    """A bytes-payload header whose metadata field is `meta`, lengths consistent."""
+    fixed = bytearray(wire._FIXED.pack(wire.MAGIC, wire.VERSION, 0, wire.KIND_BYTES, 0, 0, 0, 0,
+                                       1, len(meta)))
+    return bytes(fixed) + b"s" + meta
+
+
 def test_random_damage_gives_only_wire_errors():
     rng = random.Random(1)
     header, body = (bytes(f) for f in wire.encode(
@@ -70,8 +98,10 @@ def test_limits():
     frames = wire.encode(Packet("s", 0, 0, np.zeros(1000, np.uint8)))
     with pytest.raises(wire.WireError, match="exceeds the limit"):
         wire.decode(frames, max_bytes=999)
-    with pytest.raises(wire.WireError, match="expected 2 frames"):
-        wire.decode(frames[:1])
+    with pytest.raises(wire.WireError, match="needs 1000 bytes, got 0"):
+        wire.decode(frames[:1])  # a header without its body
+    with pytest.raises(wire.WireError, match="expected 1 or 2 frames"):
+        wire.decode([*frames, b""])
     with pytest.raises(wire.WireError, match="trailing"):
         wire.from_bytes(wire.to_bytes(frames) + b"x")
     assert [bytes(f) for f in wire.from_bytes(wire.to_bytes(frames))] == [bytes(f) for f in frames]

@@ -13,7 +13,7 @@ from pipeline import wire
 from pipeline.packet import Packet
 from pipeline.transport import free_endpoint
 from tests.conftest import ROOT, dance
-from tests.test_runtime import _garbage
+from tests.test_runtime import damaged_packets
 
 T = "tests.nodes_for_tests"
 
@@ -73,14 +73,14 @@ edges:
         pub.recv()  # its subscription: from now on nothing we send is lost
         legit = [Packet("ramp", 1000 + i, i, np.full((16, 1), i, np.int32)) for i in range(200)]
         sample = wire.encode(legit[0])
-        # over PUB/SUB the first frame is a topic, so a message with a wrong route is valid
-        garbage = (m for m in _garbage(sample, 20_000, seed=3) if m[0] != b"no.such->route.x")
-        oversized = [b"ramp", *wire.encode(Packet("ramp", 0, 0, np.zeros(70_000, np.uint8)))]
+        garbage = damaged_packets(sample, 10_000, seed=3)
+        oversized = [b"ramp", *wire.pack(wire.encode(Packet("ramp", 0, 0,
+                                                            np.zeros(70_000, np.uint8))))]
         for i, packet in enumerate(legit):
-            pub.send_multipart([b"ramp", *wire.encode(packet)])
-            for _ in range(50):
-                message = next(garbage)
-                pub.send_multipart([b"ramp", *message[1:]] if len(message) == 3 else message)
+            pub.send_multipart([b"ramp", *wire.pack(wire.encode(packet))])
+            for j in range(50):
+                header, body = next(garbage)
+                pub.send_multipart([b"ramp", header + body] if j % 2 else [b"ramp", header, body])
             if i % 20 == 0:
                 pub.send_multipart(oversized)
                 time.sleep(0.01)
