@@ -15,6 +15,7 @@ class StreamStats:
 
     def __init__(self) -> None:
         self.packets = self.bytes = self.backwards = self.seq_gaps = 0
+        self.raw_bytes = 0  # encoded streams: bytes before compression (meta raw_bytes)
         self.first_ns = self.last_ns = self.last_seq = None
         self.shape: Any = None
         self.dtype = ""
@@ -26,6 +27,7 @@ class StreamStats:
         ts, payload = packet.timestamp_ns, packet.payload
         self.packets += 1
         self.bytes += packet.nbytes
+        self.raw_bytes += int(packet.meta.get("raw_bytes", 0))
         if self.last_ns is not None and ts < self.last_ns:
             self.backwards += 1
         if self.last_seq is not None and packet.seq > self.last_seq + 1:
@@ -58,6 +60,9 @@ class StreamStats:
             "span_s": span_s, "rate_hz": (self.packets - 1) / span_s if span_s > 0 else None,
             "monotonic": self.backwards == 0, "backwards": self.backwards,
             "seq_gaps": self.seq_gaps}
+        if self.raw_bytes:
+            figures.update(raw_bytes=self.raw_bytes,
+                           compression_ratio=round(self.raw_bytes / max(self.bytes, 1), 1))
         if self.sample_rate:
             figures.update(samples=self.samples, channels=self.channels,
                            sample_rate=self.sample_rate, audio_gaps=self.audio_gaps)
@@ -97,7 +102,8 @@ class StatsSink(Node):
 
 def format_table(name: str, summary: dict[str, dict[str, Any]], wall_s: float) -> str:
     header = (f"{'stream':<18} {'packets':>8} {'bytes':>10} {'shape':<14} {'dtype':<7} "
-              f"{'span s':>8} {'rate Hz':>8} {'mono':<4} {'seq gaps':>8} {'samples×ch':>12}")
+              f"{'span s':>8} {'rate Hz':>8} {'mono':<4} {'seq gaps':>8} {'samples×ch':>12}"
+              f"{'ratio':>8}")
     lines = [f"[{name}] {len(summary)} streams after {wall_s:.2f} s wall time", header]
     for stream, figures in summary.items():
         shape = figures["shape"]
@@ -108,7 +114,8 @@ def format_table(name: str, summary: dict[str, dict[str, Any]], wall_s: float) -
             f"{stream:<18} {figures['packets']:>8} {_size(figures['bytes']):>10} {shape:<14} "
             f"{figures['dtype']:<7} {figures['span_s']:>8.3f} "
             f"{(f'{rate:.2f}' if rate else '-'):>8} {'yes' if figures['monotonic'] else 'NO':<4} "
-            f"{figures['seq_gaps']:>8} {audio:>12}")
+            f"{figures['seq_gaps']:>8} {audio:>12}"
+            f"{(f'{ratio:.0f}:1' if (ratio := figures.get('compression_ratio')) else '-'):>8}")
     if not summary:
         lines.append("(no packets)")
     return "\n".join(lines)

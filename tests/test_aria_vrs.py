@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import struct
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pipeline.testing import run_source
 from nodes.aria_vrs import AriaVrsSource
 
 VRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "aea" / "recording.vrs"
@@ -18,16 +18,8 @@ pytest.importorskip("projectaria_tools")
 
 def replay(path=VRS, limit: int | None = None, **params):
     """Drive the node as the runtime does; returns [(port, packet)]."""
-    node = AriaVrsSource(name="vrs", path=str(path), **{"speed": 0.0, **params})
-    node.attach(lambda port, packet: None, threading.Event())
-    node.setup()
-    out = []
-    for port, packet in node.run():
-        out.append((port, packet))
-        if limit and len(out) >= limit:
-            break
-    node.teardown()
-    return out
+    return run_source(AriaVrsSource(name="vrs", path=str(path), **{"speed": 0.0, **params}),
+                      limit)
 
 
 def on(out, port):

@@ -8,15 +8,12 @@ import numpy as np
 
 from nodes.jsonl import JsonlSink
 from nodes.stats import StatsSink
+from pipeline import testing
 from pipeline.packet import Packet, audio_packet, image_packet
 
 
 def feed(node, packets):
-    node.attach(lambda port, packet: None, threading.Event())
-    node.setup()
-    for packet in packets:
-        node.handle("packets", packet)
-    node.teardown()
+    testing.feed(node, "packets", packets)
     return node
 
 

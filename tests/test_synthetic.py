@@ -7,20 +7,12 @@ import time
 import numpy as np
 import pytest
 
+from pipeline.testing import run_source
 from nodes.synthetic import SAMPLE_RATE, SyntheticAriaSource, sample_time_ns
 
 
 def generate(limit: int | None = None, **params):
-    node = SyntheticAriaSource(name="syn", **{"speed": 0.0, **params})
-    node.attach(lambda port, packet: None, threading.Event())
-    node.setup()
-    out = []
-    for port, packet in node.run():
-        out.append((port, packet))
-        if limit and len(out) >= limit:
-            node._stop.set()
-    node.teardown()
-    return out
+    return run_source(SyntheticAriaSource(name="syn", **{"speed": 0.0, **params}), limit)
 
 
 @pytest.fixture(scope="module")
