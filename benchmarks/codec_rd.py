@@ -90,6 +90,12 @@ def load_frames(vrs: Path | None, images: Path | None) -> list[tuple[str, np.nda
     return [(f"{vrs.name}#{i}", data.read_vrs_frame(provider, vrs, i)) for i in range(count)]
 
 
+def _label(name: str) -> str:
+    """A zoo name as is; a checkpoint file as parent/stem (runs/x/final.pt -> x/final)."""
+    path = Path(name)
+    return f"{path.parent.name}/{path.stem}" if path.is_file() else name
+
+
 @dataclass
 class Row:
     codec: str
@@ -105,7 +111,7 @@ def run_images(checkpoints: list[str], frames: list[tuple[str, np.ndarray]]) -> 
     lambdas = []
     for name in checkpoints:
         codec = zoo.load_codec(name)
-        label = f"DANCE {Path(name).stem}"
+        label = f"DANCE {_label(name)}"
         lambdas.append((label, float(codec.config.get("lmbda", float("nan")))))
         for frame_name, frame in tqdm(frames, desc=label, unit="frame"):
             raw = frame.size * frame.itemsize
@@ -266,7 +272,7 @@ def run_audio(checkpoint: str, clips: int, seconds: float, first_seed: int) -> l
         pre = codec.preprocessor
         reference = pre.inverse(pre.forward(audio), "int32").astype(np.float64)  # DC-free counts
         snr = 10 * math.log10(np.sum(reference**2) / max(np.sum((reference - recon) ** 2), 1e-30))
-        rows.append(Row(f"DANCE {Path(checkpoint).stem}", f"sim#{seed}", len(stream), raw / len(stream), snr))
+        rows.append(Row(f"DANCE {_label(checkpoint)}", f"sim#{seed}", len(stream), raw / len(stream), snr))
         for name, rate in (("libopus", 6000), ("libmp3lame", 8000)):
             result = _pyav_bytes_and_snr(audio, name, rate)
             if result:
