@@ -79,6 +79,10 @@ class FactorizedCoder:
         self._lengths = tables.cdf_length.reshape(-1).tolist()
         self._offsets = tables.offset.reshape(-1).tolist()
         self._medians = tables.medians.reshape(-1)
+        self._medians_np = self._medians.numpy()[:, None]
+        self._offsets_np = tables.offset.numpy().reshape(-1, 1)
+        self._max_values = tables.cdf_length.numpy().reshape(-1, 1) - 2
+        self._cdf_np = tables.quantized_cdf.numpy().astype(np.int64)
 
     def _medians_for(self, dims: int, device: torch.device) -> torch.Tensor:
         return self._medians.to(device).reshape(-1, *([1] * dims))
@@ -95,10 +99,41 @@ class FactorizedCoder:
         if y.dim() < 2 or y.shape[0] != self.tables.channels:
             raise ValueError(f"latent must be (C={self.tables.channels}, *spatial), got "
                              f"{tuple(y.shape)}")
-        symbols = self.quantize(y).cpu()
+        # numpy, not torch: same round-half-to-even, and ndarray.tolist() (the int list the
+        # rANS binding wants) costs half of Tensor.tolist()
+        latent = y.detach().to("cpu", torch.float32).numpy().reshape(y.shape[0], -1)
+        symbols = np.rint(latent - self._medians_np).astype(np.int32)
+        self._check_room(symbols)
         indexes = _channel_indexes(tuple(y.shape))
         return RansEncoder().encode_with_indexes(symbols.reshape(-1).tolist(), indexes,
                                                  self._cdf, self._lengths, self._offsets)
+
+    def _check_room(self, symbols: np.ndarray) -> None:
+        """Refuse latents whose code would overrun CompressAI's rANS output buffer.
+
+        Its encoder writes into 32 bits per symbol without checking the bound. An in-table
+        symbol costs at most 16 bits and an escaped (out-of-table) one at most 16 + 40, so the
+        exact cost is only computed when many symbols escape (far-off, e.g. untrained, latents).
+        """
+        values = symbols - self._offsets_np
+        escaped = (values < 0) | (values >= self._max_values)
+        room = 32 * symbols.size - 96  # 64 bits of final state, 32 of renormalisation slack
+        if 16 * symbols.size + 40 * int(np.count_nonzero(escaped)) <= room:
+            return
+        if self._code_bits(values, escaped) > room:
+            raise EntropyCodingError(
+                f"latent too far outside the entropy model's range ({np.count_nonzero(escaped)}"
+                f" of {symbols.size} symbols escape the CDF tables): cannot code it safely")
+
+    def _code_bits(self, values: np.ndarray, escaped: np.ndarray) -> float:
+        """Bits the rANS coder spends on `values` (symbol - offset, C × positions)."""
+        cells = np.where(escaped, self._max_values, values)
+        freq = (np.take_along_axis(self._cdf_np, cells + 1, axis=1)
+                - np.take_along_axis(self._cdf_np, cells, axis=1))
+        bits = float(np.sum(16.0 - np.log2(freq)))
+        raw = np.where(values < 0, -2 * values - 1, 2 * (values - self._max_values))[escaped]
+        nibbles = (np.frexp(raw.astype(np.float64))[1] + 3) // 4  # ceil(bit length / 4)
+        return bits + float(np.sum(4 * (nibbles + nibbles // 15 + 1)))
 
     def decompress(self, payload: bytes, latent_shape: tuple[int, ...]) -> torch.Tensor:
         """The dequantized latent (float32, shape `latent_shape`) encoded in `payload`."""
