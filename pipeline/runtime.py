@@ -114,10 +114,6 @@ class Inbox:
                 self.cond.wait(0.1)
 
 
-class NodeFailed(RuntimeError):
-    pass
-
-
 class GroupRunner:
     """Builds and runs the nodes of `group`; `run()` returns once they have all finished."""
 
