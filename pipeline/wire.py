@@ -6,6 +6,7 @@ touching data and raises `WireError` for anything malformed. Layout: docs/wire-f
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -28,6 +29,7 @@ _NP_DTYPES = [np.dtype(name) for name in DTYPES]
 _DTYPE_CODE = {dtype: code for code, dtype in enumerate(_NP_DTYPES)}
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
 MAX_NDIM = 8
+_DIMS = [struct.Struct(f"<{n}Q") for n in range(MAX_NDIM + 1)]
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 INLINE_MAX = 64 * 1024  # bodies up to this size share the header's frame
 
@@ -104,11 +106,11 @@ def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet
     if len(body) > max_bytes:
         raise WireError(f"payload of {len(body)} bytes exceeds the limit of {max_bytes}")
     at = _FIXED.size
-    dims = struct.unpack_from(f"<{ndim}Q", header, at)
+    dims = _DIMS[ndim].unpack_from(header, at)
     at += 8 * ndim
     try:
         stream = str(header[at:at + stream_len], "utf-8")
-        meta = json.loads(str(header[at + stream_len:], "utf-8")) if meta_len else {}
+        meta = dict(_parse_meta(bytes(header[at + stream_len:]))) if meta_len else {}
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise WireError(f"undecodable stream name or metadata: {exc}") from None
     if not isinstance(meta, dict):
@@ -129,6 +131,12 @@ def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet
         if not isinstance(meta, dict):
             raise WireError("metadata is not a JSON object")
     return Packet(stream, timestamp_ns, seq, payload, meta), bool(flags & FLAG_EOS)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_meta(raw: bytes):
+    """Metadata JSON; streams repeat the same few, so parsed values are cached (and copied)."""
+    return json.loads(str(raw, "utf-8"))
 
 
 def _byte_view(frame) -> memoryview:
