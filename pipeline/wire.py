@@ -40,20 +40,21 @@ class WireError(ValueError):
 
 def encode(packet: Packet, eos: bool = False) -> list:
     """Frames for `packet`: [header, buffer]. The buffer is the array itself (no copy)."""
-    payload, dims, dtype_code = packet.payload, (), 0
-    meta = dict(packet.meta)
+    payload, dims, dtype_code, meta = packet.payload, (), 0, packet.meta
     if isinstance(payload, np.ndarray):
-        kind = KIND_ARRAY
-        little = payload.dtype.newbyteorder("<")
-        code = _DTYPE_CODE.get(little)
-        if code is None:
-            raise WireError(f"stream '{packet.stream}': dtype {payload.dtype} cannot be sent")
+        kind, dtype = KIND_ARRAY, payload.dtype
+        dtype_code = _DTYPE_CODE.get(dtype)  # native little-endian: the common, fast case
+        if dtype_code is None or not payload.flags.c_contiguous:
+            dtype = dtype.newbyteorder("<")
+            dtype_code = _DTYPE_CODE.get(dtype)
+            if dtype_code is None:
+                raise WireError(f"stream '{packet.stream}': dtype {payload.dtype} cannot be sent")
+            payload = np.ascontiguousarray(payload.astype(dtype, copy=False))
         if payload.ndim > MAX_NDIM:
             raise WireError(f"stream '{packet.stream}': {payload.ndim} dims > {MAX_NDIM}")
-        dims, dtype_code = payload.shape, code
+        dims = payload.shape
         # flat uint8 view of the same memory: frames are 1-D byte buffers, still no copy
-        body = np.ascontiguousarray(payload.astype(little, copy=False)).reshape(-1)
-        body = body.view(np.uint8)
+        body = payload.reshape(-1).view(np.uint8)
     elif isinstance(payload, (bytes, bytearray, memoryview)):
         kind, body = KIND_BYTES, payload
     elif isinstance(payload, dict):
@@ -63,11 +64,11 @@ def encode(packet: Packet, eos: bool = False) -> list:
         raise WireError(f"stream '{packet.stream}': payload of type "
                         f"{type(payload).__name__} cannot be sent")
     stream = packet.stream.encode()
-    meta_json = _to_json(meta).encode() if meta else b""
+    meta_json = _meta_json(meta) if meta else b""
     header = b"".join((
         _FIXED.pack(MAGIC, VERSION, FLAG_EOS if eos else 0, kind, len(dims), dtype_code,
                     packet.seq, packet.timestamp_ns, len(stream), len(meta_json)),
-        struct.pack(f"<{len(dims)}Q", *dims), stream, meta_json))
+        _DIMS[len(dims)].pack(*dims), stream, meta_json))
     return [header, body]
 
 
@@ -131,6 +132,20 @@ def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet
         if not isinstance(meta, dict):
             raise WireError("metadata is not a JSON object")
     return Packet(stream, timestamp_ns, seq, payload, meta), bool(flags & FLAG_EOS)
+
+
+def _meta_json(meta: dict) -> bytes:
+    """Metadata as JSON bytes; flat metadata that repeats (image shapes, codec names) is
+    serialised once. Types are part of the key, since 1, 1.0 and True hash alike."""
+    try:
+        return _meta_json_cached(tuple((k, type(v), v) for k, v in meta.items()))
+    except TypeError:  # unhashable values (lists, dicts): serialise every time
+        return _to_json(meta).encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _meta_json_cached(items: tuple) -> bytes:
+    return _to_json({k: v for k, _, v in items}).encode()
 
 
 @functools.lru_cache(maxsize=256)

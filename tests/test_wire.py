@@ -105,3 +105,14 @@ def test_limits():
     with pytest.raises(wire.WireError, match="trailing"):
         wire.from_bytes(wire.to_bytes(frames) + b"x")
     assert [bytes(f) for f in wire.from_bytes(wire.to_bytes(frames))] == [bytes(f) for f in frames]
+
+
+def test_metadata_cache_keeps_types_apart():
+    for meta in ({"a": 1, "b": True, "c": 1.0}, {"a": True, "b": 1, "c": 1}, {"a": [1, 2]}):
+        for _ in range(2):  # second round comes from the caches
+            got = wire.decode(wire.encode(Packet("s", 0, 0, b"", meta)))[0].meta
+            assert got == meta and [type(v) for v in got.values()] == \
+                [type(v) for v in meta.values()]
+    first = wire.decode(wire.encode(Packet("s", 0, 0, b"", {"k": 1})))[0]
+    first.meta["k"] = 99  # a receiver changing its meta must not change the next packet's
+    assert wire.decode(wire.encode(Packet("s", 0, 0, b"", {"k": 1})))[0].meta == {"k": 1}
