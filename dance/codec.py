@@ -21,6 +21,10 @@ from .preprocess import build_preprocessor
 # bfloat16 runs the encoder ~2× faster on CPUs with AVX512-BF16 (and on GPUs); latents differ
 # from float32 by ~1e-3, well inside a quantization step. Decoding is unaffected either way.
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# Who runs the encoder network: PyTorch (any device and precision) or ONNX Runtime (CPU,
+# float32; ~2× PyTorch's float32 speed on the 1-D audio encoders). Only the encoder: symbols
+# are decided by the integer tables either way, and decoding always runs in PyTorch.
+ENGINES = ("torch", "onnxruntime")
 
 
 class Codec:
@@ -28,9 +32,13 @@ class Codec:
 
     def __init__(self, model: nn.Module, config: dict, checkpoint_hash: str,
                  tables: EntropyTables, device: str | torch.device = "cpu",
-                 precision: str = "float32"):
+                 precision: str = "float32", engine: str = "torch"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if engine == "onnxruntime" and (precision != "float32" or torch.device(device).type != "cpu"):
+            raise ValueError("the onnxruntime engine runs float32 on the CPU only")
         self.model = model.to(device).eval()
         self.precision = PRECISIONS[precision]
         self.config = config
@@ -44,17 +52,24 @@ class Codec:
         # images: a leading AvgPool runs in the preprocessor (integer sums); others: folded
         self.input_pool = model.pool if self.kind == "image" else 1
         encoder = model.frozen_encoder()[1:] if self.input_pool > 1 else fast_encoder(model)
-        self.encoder = encoder.to(self.device, self.precision)
-        if self.kind == "image":
-            self.encoder = self.encoder.to(memory_format=torch.channels_last)
+        self.engine = engine
+        if engine == "onnxruntime":
+            from .export import OnnxRuntimeEncoder
+            side = 2 * self.stride // self.input_pool
+            example = torch.zeros(1, model.in_channels, *[side] * model.dims)
+            self.encoder = OnnxRuntimeEncoder(encoder, example, torch.get_num_threads())
+        else:
+            self.encoder = encoder.eval().to(self.device, self.precision)
+            if self.kind == "image":
+                self.encoder = self.encoder.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, device: str | torch.device = "cpu",
-                        precision: str = "float32") -> "Codec":
+                        precision: str = "float32", engine: str = "torch") -> "Codec":
         from .zoo import model_from_checkpoint
         model = model_from_checkpoint(ckpt, device)
         return cls(model, ckpt["config"], ckpt["hash"],
-                   EntropyTables.from_dict(ckpt["entropy"]), device, precision)
+                   EntropyTables.from_dict(ckpt["entropy"]), device, precision, engine)
 
     @property
     def id(self) -> str:
@@ -138,11 +153,16 @@ class AudioEncoder:
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad the spatial axes at their end (edge replication) to a multiple of `multiple`."""
-    pads: list[int] = []
-    for size in reversed(x.shape[2:]):
-        pads += [0, -size % multiple]
-    return F.pad(x, pads, mode="replicate") if any(pads) else x
+    """Pad the spatial axes at their end (edge replication) to a multiple of `multiple`.
+
+    A concatenation of the edge, not F.pad(mode="replicate"): same values, a third of the
+    cost on the small audio blocks of a stream."""
+    for axis in range(2, x.dim()):
+        missing = -x.shape[axis] % multiple
+        if missing:
+            edge = x.narrow(axis, x.shape[axis] - 1, 1)
+            x = torch.cat([x, edge.expand(*x.shape[:axis], missing, *x.shape[axis + 1:])], axis)
+    return x
 
 
 def fast_encoder(model: DanceAutoencoder) -> nn.Sequential:

@@ -131,8 +131,9 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 
 
 def load_codec(name_or_path: str | os.PathLike, device: str = "cpu",
-               precision: str = "float32") -> "Codec":
-    """A ready-to-use Codec from a zoo name (`aria-image`) or a checkpoint path."""
+               precision: str = "float32", engine: str = "torch") -> "Codec":
+    """A ready-to-use Codec from a zoo name (`aria-image`) or a checkpoint path; `precision`
+    and `engine` choose how the encoder network runs (`dance.codec.PRECISIONS`, `ENGINES`)."""
     from .codec import Codec
     ckpt = load_checkpoint(resolve_checkpoint(name_or_path))
-    return Codec.from_checkpoint(ckpt, device, precision)
+    return Codec.from_checkpoint(ckpt, device, precision, engine)

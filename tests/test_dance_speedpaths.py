@@ -1,0 +1,131 @@
+"""The encoder's speed paths give streams the one decoder reads: ONNX Runtime and bfloat16
+encoders, the cheaper padding, and the entropy coder's guard against CompressAI's unchecked
+output buffer. Also the arithmetic behind `aria-audio-fast` (docs/codecs.md)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dance import bitstream
+from dance.analysis import model_report
+from dance.codec import pad_to_multiple
+from dance.entropy import EntropyCodingError
+from dance.heuristics import size_model
+from dance.models import build_model
+from dance.zoo import load_codec, load_config
+
+from .dance_testing import TINY_AUDIO, TINY_IMAGE, tiny_checkpoint
+
+RATE = 48000
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    return {"image": tiny_checkpoint(folder / "tiny-image.pt", TINY_IMAGE, seed=1),
+            "audio": tiny_checkpoint(folder / "tiny-audio.pt", TINY_AUDIO, seed=1)}
+
+
+def _image(h=96, w=136, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    smooth = np.stack([xx * 2, yy * 3, xx + yy], axis=-1) % 256
+    return (smooth + rng.integers(0, 20, (h, w, 3))).clip(0, 255).astype(np.uint8)
+
+
+def _audio(frames=4096, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames)[:, None]
+    signal = 1e6 * np.sin(2 * np.pi * 440 * t / RATE + np.arange(7)) + 4e7
+    return (signal + rng.normal(0, 1e4, (frames, 7))).astype(np.int32)
+
+
+def _symbols(codec, data: bytes) -> torch.Tensor:
+    container = bitstream.unpack(data)
+    return codec.coder.decompress(container.payload, container.latent_shape)
+
+
+@pytest.mark.parametrize("kind", ["image", "audio"])
+def test_onnxruntime_encoder_streams_decode_like_pytorch_ones(checkpoints, kind):
+    plain = load_codec(checkpoints[kind])
+    fast = load_codec(checkpoints[kind], engine="onnxruntime")
+    assert fast.id == plain.id
+    signal = _image() if kind == "image" else _audio()
+    a, b = plain.compress(signal, RATE), fast.compress(signal, RATE)
+    # same latents up to float rounding: a symbol may flip only at an exact .5 boundary
+    sa, sb = _symbols(plain, a), _symbols(plain, b)
+    assert sa.shape == sb.shape
+    assert (sa != sb).float().mean() <= 1e-3
+    decoded = plain.decompress(b)  # the PyTorch decoder reads the ORT encoder's stream
+    assert decoded.shape == signal.shape and decoded.dtype == signal.dtype
+    if torch.equal(sa, sb):
+        assert a == b and np.array_equal(decoded, plain.decompress(a))
+
+
+def test_onnxruntime_streaming_audio_keeps_filter_state(checkpoints):
+    codec = load_codec(checkpoints["audio"], engine="onnxruntime")
+    audio = _audio(3 * 4096)
+    stream = codec.audio_encoder(RATE)
+    blocks = [stream.encode(audio[i:i + 4096]) for i in range(0, len(audio), 4096)]
+    plain = load_codec(checkpoints["audio"])
+    whole = plain.audio_encoder(RATE)
+    reference = [whole.encode(audio[i:i + 4096]) for i in range(0, len(audio), 4096)]
+    for ours, theirs in zip(blocks, reference):
+        assert (_symbols(plain, ours) != _symbols(plain, theirs)).float().mean() <= 1e-3
+
+
+def test_engine_and_precision_are_checked(checkpoints):
+    with pytest.raises(ValueError, match="float32 on the CPU"):
+        load_codec(checkpoints["image"], precision="bfloat16", engine="onnxruntime")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        load_codec(checkpoints["image"], engine="tensorrt")
+
+
+@pytest.mark.parametrize("shape, multiple", [((1, 7, 4000), 120), ((2, 3, 75, 101), 16),
+                                             ((1, 2, 5, 6, 7), 4), ((1, 7, 240), 120)])
+def test_padding_replicates_the_edge_like_f_pad(shape, multiple):
+    x = torch.randn(*shape)
+    pads = [p for size in reversed(shape[2:]) for p in (0, -size % multiple)]
+    expected = F.pad(x, pads, mode="replicate") if any(pads) else x
+    assert torch.equal(pad_to_multiple(x, multiple), expected)
+
+
+def test_latents_too_far_out_are_refused_not_overrun(checkpoints):
+    coder = load_codec(checkpoints["image"]).coder
+    # escaped symbols near the tables still code exactly ...
+    near = torch.full((16, 2, 2), 30.0)
+    assert torch.equal(coder.decompress(coder.compress(near), (16, 2, 2)),
+                       coder.dequantize(coder.quantize(near)))
+    # ... but a code longer than CompressAI's 32 bits per symbol buffer is refused up front
+    with pytest.raises(EntropyCodingError, match="outside the entropy model's range"):
+        coder.compress(torch.full((16, 1, 1), 1e6))
+
+
+def test_code_length_bound_matches_the_real_coder(checkpoints):
+    coder = load_codec(checkpoints["image"]).coder
+    for value in (0.0, 3.0, 20.0):
+        y = torch.full((16, 3, 3), value) + torch.randn(16, 3, 3)
+        symbols = np.rint(y.numpy().reshape(16, -1) - coder._medians_np).astype(np.int32)
+        values = symbols - coder._offsets_np
+        escaped = (values < 0) | (values >= coder._max_values)
+        bits = coder._code_bits(values, escaped)
+        actual = 8 * len(coder.compress(y))
+        assert bits <= actual <= bits + 128
+
+
+def test_fast_audio_config_is_the_heuristic_at_its_budget():
+    config, sized = load_config("aria-audio-fast"), size_model(1, 7, target_ratio=601,
+                                                               mac_budget=2048)
+    assert all(config[key] == sized[key] for key in sized)
+    fast = model_report(build_model(config))
+    reference = model_report(build_model(load_config("aria-audio")))
+    assert fast["encoder_macs_per_sample"] <= 2048
+    # the docs' arithmetic, from the real modules: the reference encoder needs ~1.49 GMAC per
+    # second of 48 kHz audio (conv + GDN), so 100× real time needs ~149 GMAC/s on one thread
+    per_second = RATE * (reference["encoder_macs_per_sample"]
+                         + reference["encoder_norm_macs_per_sample"])
+    assert per_second == pytest.approx(1.4866e9, rel=1e-3)
+    fast_per_second = RATE * (fast["encoder_macs_per_sample"] + fast["encoder_norm_macs_per_sample"])
+    assert per_second / fast_per_second > 20
