@@ -1,20 +1,26 @@
 """Encoder + entropy coding throughput of the DANCE codecs on ONE CPU thread, beside WebP.
 
-Images: MP/s on 1408×1408 RGB frames (the Aria camera), DANCE `aria-image` (preprocess, encoder,
-quantization, rANS, container) vs WebP quality 1, method 0 (PIL), measured in the same run.
-Audio: × real time for 7-channel 48 kHz audio through the streaming `aria-audio` encoder, in the
-runtime's 4096-sample blocks and in 1 s blocks. Targets: images ≥ 30 MP/s, audio ≥ 100× real time.
-Uses the real AEA sample (../shared/data/aea/recording.vrs) when present, else synthetic signals;
-uses the trained default checkpoints when present, else random-init weights (said in the output:
-entropy coding speed then is not representative, since untrained latents are not sparse).
+Images: MP/s on 1408×1408 RGB frames (the Aria camera): the full `Codec.compress` (preprocess,
+encoder network, quantization, rANS, container) of `aria-image`, against WebP quality 1,
+method 0 (PIL) in the same run. Audio: × real time for 7-channel 48 kHz int32 audio through the
+streaming encoder (DC filter, companding, network, rANS, one container per block) of
+`aria-audio` and `aria-audio-fast`, in the runtime's 4096-sample blocks and in 1 s blocks.
+Each codec runs with every encoder engine: PyTorch float32, PyTorch bfloat16, ONNX Runtime
+float32 (decoding is the same for all). Targets: images ≥ 30 MP/s, audio ≥ 100× real time.
 
-    python benchmarks/codec_speed.py [--repeats 5] [--vrs PATH]
+Timing: CPU time of this thread (`time.thread_time`), best of `--repeats` rounds, all variants
+interleaved round by round — so jobs on other cores do not count, and every ratio compares
+figures taken under the same conditions. Uses the real AEA sample
+(../shared/data/aea/recording.vrs) when present, else synthetic signals; the trained default
+checkpoints when present (or `--checkpoint NAME=PATH`), else random-init weights (said in the
+table: their latents are not sparse, so entropy coding is slower than a trained codec's).
+
+    python benchmarks/codec_speed.py [--repeats 5] [--vrs PATH] [--checkpoint NAME=PATH ...]
 """
 from __future__ import annotations
 
 import argparse
 import io
-import statistics
 import sys
 import tempfile
 import time
@@ -27,24 +33,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dance.models import build_model  # noqa: E402
-from dance.codec import PRECISIONS  # noqa: E402
 from dance.zoo import (CheckpointError, load_codec, load_config, resolve_checkpoint,  # noqa: E402
                        save_checkpoint)
 
 DEFAULT_VRS = ROOT.parent / "shared" / "data" / "aea" / "recording.vrs"
 SIDE, RATE = 1408, 48000
+IMAGE_TARGET, AUDIO_TARGET = 30.0, 100.0
+ENGINES = (("torch", "float32"), ("torch", "bfloat16"), ("onnxruntime", "float32"))
+REFERENCE_AUDIO_GMAC = 1.4866  # aria-audio encoder, conv + GDN, per second of audio (dance inspect)
 
 
-def codecs_or_random(name: str, tmp: Path):
-    """{precision: Codec} of the trained default checkpoint, else of random-init weights."""
+def checkpoint_or_random(name: str, given: dict[str, str], tmp: Path) -> tuple[Path, str]:
+    """The checkpoint to time and how it was trained ("trained" or "RANDOM init")."""
+    if name in given:
+        return Path(given[name]), f"trained ({given[name]})"
     try:
-        path, weights = resolve_checkpoint(name), "trained"
+        return resolve_checkpoint(name), "trained"
     except CheckpointError:
         torch.manual_seed(0)
         config = load_config(name)
-        path, weights = tmp / f"{name}.pt", "RANDOM-INIT (no trained checkpoint)"
+        path = tmp / f"{name}.pt"
         save_checkpoint(path, build_model(config), config)
-    return {p: load_codec(path, precision=p) for p in PRECISIONS}, weights
+        return path, "RANDOM init"
 
 
 def sample_data(vrs: Path) -> tuple[list[np.ndarray], np.ndarray, str]:
@@ -64,17 +74,17 @@ def sample_data(vrs: Path) -> tuple[list[np.ndarray], np.ndarray, str]:
     return frames, audio, "synthetic signals (AEA sample not found)"
 
 
-def timed(fn, items, repeats: int) -> float:
-    """Median over repeats of the total time to process all items (after one warm-up)."""
-    for item in items[:1]:
-        fn(item)
-    runs = []
+def race(jobs: dict[str, callable], repeats: int) -> dict[str, float]:
+    """Best thread CPU time (s) of each job over `repeats` interleaved rounds (after a warm-up)."""
+    for job in jobs.values():
+        job()
+    best = dict.fromkeys(jobs, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        for item in items:
-            fn(item)
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
+        for name, job in jobs.items():
+            start = time.thread_time()
+            job()
+            best[name] = min(best[name], time.thread_time() - start)
+    return best
 
 
 def webp(frame: np.ndarray) -> int:
@@ -84,70 +94,145 @@ def webp(frame: np.ndarray) -> int:
     return buf.tell()
 
 
+def gemm_gmacs(dtype: torch.dtype, repeats: int) -> float:
+    """Single-thread GEMM throughput (GMAC/s): what this core's kernels reach at best."""
+    a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
+    seconds = race({"mm": lambda: torch.mm(a, b)}, repeats)["mm"]
+    return 1024 ** 3 / seconds / 1e9
+
+
+def audio_blocks(audio: np.ndarray, block: int) -> list[np.ndarray]:
+    """At least ~2 s of the sample audio (tiled), cut into blocks."""
+    tiled = np.concatenate([audio] * max(1, int(np.ceil(2 * RATE / len(audio)))))
+    return [tiled[i:i + block] for i in range(0, len(tiled) - block + 1, block)]
+
+
+def breakdown(codec, items: list, image: bool, repeats: int) -> dict[str, float]:
+    """Seconds per item set spent in preprocessing, the encoder network and entropy coding."""
+    if image:
+        xs = [codec.preprocessor.forward(f, codec.stride, codec.input_pool) for f in items]
+    else:
+        stream = codec.preprocessor.stream()
+        xs = [stream.forward(b) for b in items]
+    from dance.codec import pad_to_multiple
+    with torch.inference_mode():
+        xs = [pad_to_multiple(x.to(codec.precision), codec.stride // codec.input_pool) for x in xs]
+        ys = [codec.encoder(x)[0].float() for x in xs]
+
+    def preprocess():
+        if image:
+            for f in items:
+                codec.preprocessor.forward(f, codec.stride, codec.input_pool)
+        else:
+            s = codec.preprocessor.stream()
+            for b in items:
+                s.forward(b)
+
+    def network():
+        with torch.inference_mode():
+            for x in xs:
+                codec.encoder(x)
+
+    def entropy():
+        for y in ys:
+            codec.coder.compress(y)
+    return race({"preprocess": preprocess, "network": network, "entropy": entropy}, repeats)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--vrs", type=Path, default=DEFAULT_VRS)
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                        help="time this checkpoint for codec NAME (e.g. aria-audio-fast=runs/"
+                             "aria-audio-fast/final.pt)")
     args = parser.parse_args()
+    given = dict(item.split("=", 1) for item in args.checkpoint)
     torch.set_num_threads(1)
     frames, audio, source = sample_data(args.vrs)
+    names = ("aria-image", "aria-audio", "aria-audio-fast")
+    codecs, weights = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        image_codecs, image_weights = codecs_or_random("aria-image", Path(tmp))
-        audio_codecs, audio_weights = codecs_or_random("aria-audio", Path(tmp))
+        for name in names:
+            path, weights[name] = checkpoint_or_random(name, given, Path(tmp))
+            for engine, precision in ENGINES:
+                codecs[name, engine, precision] = load_codec(path, precision=precision,
+                                                             engine=engine)
 
-    print(f"data: {source}; 1 CPU thread; torch {torch.__version__}")
-    print(f"aria-image weights: {image_weights}; aria-audio weights: {audio_weights}\n")
-
+    # -- images: every variant and WebP, interleaved ----------------------------------------
     megapixels = len(frames) * frames[0].shape[0] * frames[0].shape[1] / 1e6
+    jobs = {"WebP q1 m0 (PIL)": lambda: [webp(f) for f in frames]}
+    for (name, engine, precision), codec in codecs.items():
+        if codec.kind == "image":
+            jobs[f"{name} {engine} {precision}"] = lambda c=codec: [c.compress(f) for f in frames]
+    image_times = race(jobs, args.repeats)
     raw = frames[0].nbytes
-    rows, image_speed = [], {}
-    for precision, codec in image_codecs.items():
-        with torch.inference_mode():
-            t_dance = timed(codec.compress, frames, args.repeats)
-            x = [codec.preprocessor.forward(f, codec.stride, codec.input_pool)
-                 .to(codec.precision).contiguous(memory_format=torch.channels_last)
-                 for f in frames]
-            t_net = timed(codec.encoder, x, args.repeats)
-        image_speed[precision] = megapixels / t_dance
-        coded = np.mean([len(codec.compress(f)) for f in frames])
-        rows.append((f"DANCE aria-image {precision} (full compress)", megapixels / t_dance,
-                     "MP/s", raw / coded))
-        rows.append(("  of which encoder network (pooled input)", megapixels / t_net, "MP/s", None))
-    t_webp = timed(webp, frames, args.repeats)
-    rows.append(("WebP q1 m0 (PIL)", megapixels / t_webp, "MP/s",
-                 raw / np.mean([webp(f) for f in frames])))
+    coded = {"WebP q1 m0 (PIL)": np.mean([webp(f) for f in frames])}
+    for (name, engine, precision), codec in codecs.items():
+        if codec.kind == "image":
+            coded[f"{name} {engine} {precision}"] = np.mean([len(codec.compress(f))
+                                                             for f in frames])
 
-    for precision, codec in audio_codecs.items():
-        for block in (4096, RATE):
-            repeats = max(1, int(np.ceil(2 * block / len(audio))))
-            long_audio = np.concatenate([audio] * repeats)
-            blocks = [long_audio[i:i + block]
-                      for i in range(0, len(long_audio) - block + 1, block)]
-            seconds = len(blocks) * block / RATE
+    # -- audio: every codec and engine, 4096-sample and 1 s blocks, interleaved --------------
+    jobs, seconds = {}, {}
+    for block in (4096, RATE):
+        blocks = audio_blocks(audio, block)
+        for (name, engine, precision), codec in codecs.items():
+            if codec.kind == "audio":
+                key = f"{name} {engine} {precision}, {block} blocks"
+                seconds[key] = len(blocks) * block / RATE
+                jobs[key] = lambda c=codec, b=blocks: [s.encode(x) for s in
+                                                       [c.audio_encoder(RATE)] for x in b]
+    audio_times = race(jobs, args.repeats)
+    audio_ratio = {}
+    for block in (4096, RATE):
+        blocks = audio_blocks(audio, block)
+        for (name, engine, precision), codec in codecs.items():
+            if codec.kind == "audio":
+                stream = codec.audio_encoder(RATE)
+                audio_ratio[f"{name} {engine} {precision}, {block} blocks"] = (
+                    sum(b.nbytes for b in blocks) / sum(len(stream.encode(b)) for b in blocks))
 
-            def encode_stream(items, codec=codec):
-                session = codec.audio_encoder(RATE)
-                return [session.encode(b) for b in items]
-            t_audio = timed(encode_stream, [blocks], args.repeats)
-            ratio = sum(b.nbytes for b in blocks) / sum(len(c) for c in encode_stream(blocks))
-            rows.append((f"DANCE aria-audio {precision}, {block}-sample blocks",
-                         seconds / t_audio, "× real time", ratio))
+    # -- table ---------------------------------------------------------------------------------
+    webp_speed = megapixels / image_times["WebP q1 m0 (PIL)"]
+    print(f"data: {source}; 1 CPU thread (thread CPU time, best of {args.repeats} interleaved "
+          f"rounds); torch {torch.__version__}")
+    print(f"\n{'codec / encoder engine':52} {'speed':>9} {'unit':6} {'vs WebP':>8} "
+          f"{'target':>12} {'raw/coded':>10}  weights")
+    for key, t in image_times.items():
+        speed = megapixels / t
+        met = "" if key.startswith("WebP") else \
+            f"≥{IMAGE_TARGET:.0f}: {'yes' if speed >= IMAGE_TARGET else 'NO'}"
+        weight = "" if key.startswith("WebP") else weights[key.split()[0]]
+        print(f"{key:52} {speed:9.1f} {'MP/s':6} {speed / webp_speed:7.2f}× {met:>12} "
+              f"{raw / coded[key]:9.0f}:1  {weight}")
+    for key, t in audio_times.items():
+        speed = seconds[key] / t
+        met = f"≥{AUDIO_TARGET:.0f}: {'yes' if speed >= AUDIO_TARGET else 'NO'}"
+        print(f"{key:52} {speed:9.1f} {'× RT':6} {'—':>8} {met:>12} "
+              f"{audio_ratio[key]:9.0f}:1  {weights[key.split()[0]]}")
 
-    print(f"{'codec':42} {'throughput':>12}  {'unit':12} {'ratio (raw/coded)':>18}")
-    for name, speed, unit, ratio in rows:
-        r = f"{ratio:.1f}:1" if ratio else ""
-        print(f"{name:42} {speed:12.2f}  {unit:12} {r:>18}")
-    webp_speed = megapixels / t_webp
-    for precision, speed in image_speed.items():
-        print(f"\nimage {precision}: DANCE {speed:.1f} MP/s = {speed / webp_speed:.2f}× WebP q1 m0 "
-              f"(target ≥ 30 MP/s: {'met' if speed >= 30 else 'NOT met'})", end="")
-    print()
-    best_audio = max(r[1] for r in rows if r[2] == "× real time")
-    print(f"audio: best {best_audio:.1f}× real time (target ≥ 100×: "
-          f"{'met' if best_audio >= 100 else 'NOT met'})")
-    if "RANDOM" in image_weights + audio_weights:
-        print("note: random-init weights give dense latents; trained codecs code fewer symbols "
-              "and compress far better, so ratios above are not the codec's.")
+    # -- where the time goes, and the ceiling for the reference audio encoder ------------------
+    print("\nwhere the time goes (per frame / per second of audio, 4096-sample blocks):")
+    for name in names:
+        best = min((k for k in codecs if k[0] == name),
+                   key=lambda k: image_times.get(f"{k[0]} {k[1]} {k[2]}") or
+                   audio_times[f"{k[0]} {k[1]} {k[2]}, 4096 blocks"])
+        codec = codecs[best]
+        image = codec.kind == "image"
+        items = frames if image else audio_blocks(audio, 4096)
+        per = len(items) if image else len(items) * 4096 / RATE
+        parts = breakdown(codec, items, image, args.repeats)
+        print(f"  {' '.join(best):36} " + ", ".join(f"{part} {1e3 * t / per:.1f} ms"
+                                                    for part, t in parts.items()))
+    fp32, bf16 = gemm_gmacs(torch.float32, args.repeats), gemm_gmacs(torch.bfloat16, args.repeats)
+    print(f"\nthis core's GEMM peak: {fp32:.0f} GMAC/s float32, {bf16:.0f} GMAC/s bfloat16. The "
+          f"aria-audio encoder needs {REFERENCE_AUDIO_GMAC} GMAC per second of audio, so even at "
+          f"GEMM peak one thread gives at most {fp32 / REFERENCE_AUDIO_GMAC:.0f}× (float32) / "
+          f"{bf16 / REFERENCE_AUDIO_GMAC:.0f}× (bfloat16) real time for its network alone.")
+    if any(w.startswith("RANDOM") for w in weights.values()):
+        print("note: RANDOM-init weights give dense latents: slower entropy coding and far "
+              "lower ratios than a trained codec's.")
     return 0
 
 

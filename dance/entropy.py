@@ -83,6 +83,9 @@ class FactorizedCoder:
         self._offsets_np = tables.offset.numpy().reshape(-1, 1)
         self._max_values = tables.cdf_length.numpy().reshape(-1, 1) - 2
         self._cdf_np = tables.quantized_cdf.numpy().astype(np.int64)
+        # |symbol| below this is inside every channel's table: offset <= symbol < offset + max
+        self._in_every_table = int(min(-self._offsets_np.max(),
+                                       (self._offsets_np + self._max_values).min()))
 
     def _medians_for(self, dims: int, device: torch.device) -> torch.Tensor:
         return self._medians.to(device).reshape(-1, *([1] * dims))
@@ -115,9 +118,11 @@ class FactorizedCoder:
         symbol costs at most 16 bits and an escaped (out-of-table) one at most 16 + 40, so the
         exact cost is only computed when many symbols escape (far-off, e.g. untrained, latents).
         """
+        room = 32 * symbols.size - 96  # 64 bits of final state, 32 of renormalisation slack
+        if 16 * symbols.size <= room and np.abs(symbols).max() < self._in_every_table:
+            return  # no symbol escapes (a trained codec's usual case): one reduction, no masks
         values = symbols - self._offsets_np
         escaped = (values < 0) | (values >= self._max_values)
-        room = 32 * symbols.size - 96  # 64 bits of final state, 32 of renormalisation slack
         if 16 * symbols.size + 40 * int(np.count_nonzero(escaped)) <= room:
             return
         if self._code_bits(values, escaped) > room:

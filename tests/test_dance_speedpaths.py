@@ -98,6 +98,10 @@ def test_latents_too_far_out_are_refused_not_overrun(checkpoints):
     near = torch.full((16, 2, 2), 30.0)
     assert torch.equal(coder.decompress(coder.compress(near), (16, 2, 2)),
                        coder.dequantize(coder.quantize(near)))
+    # the no-escape shortcut's bound holds for every channel's table
+    inside = np.arange(1 - coder._in_every_table, coder._in_every_table)[None, :]
+    values = inside - coder._offsets_np
+    assert ((values >= 0) & (values < coder._max_values)).all()
     # ... but a code longer than CompressAI's 32 bits per symbol buffer is refused up front
     with pytest.raises(EntropyCodingError, match="outside the entropy model's range"):
         coder.compress(torch.full((16, 1, 1), 1e6))
