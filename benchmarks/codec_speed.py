@@ -16,6 +16,7 @@ checkpoints when present (or `--checkpoint NAME=PATH`), else random-init weights
 table: their latents are not sparse, so entropy coding is slower than a trained codec's).
 
     python benchmarks/codec_speed.py [--repeats 5] [--vrs PATH] [--checkpoint NAME=PATH ...]
+                                     [--retain-freed-memory]
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dance.codec import retain_freed_memory  # noqa: E402
 from dance.models import build_model  # noqa: E402
 from dance.zoo import (CheckpointError, load_codec, load_config, resolve_checkpoint,  # noqa: E402
                        save_checkpoint)
@@ -146,9 +148,15 @@ def main() -> int:
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="time this checkpoint for codec NAME (e.g. aria-audio-fast=runs/"
                              "aria-audio-fast/final.pt)")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="call dance.codec.retain_freed_memory() first (glibc keeps freed "
+                             "blocks: no page faults on every frame's buffers)")
     args = parser.parse_args()
     given = dict(item.split("=", 1) for item in args.checkpoint)
     torch.set_num_threads(1)
+    allocator = "glibc default"
+    if args.retain_freed_memory:
+        allocator = "retain_freed_memory()" if retain_freed_memory() else "default (no mallopt)"
     frames, audio, source = sample_data(args.vrs)
     names = ("aria-image", "aria-audio", "aria-audio-fast")
     codecs, weights = {}, {}
@@ -196,7 +204,7 @@ def main() -> int:
     # -- table ---------------------------------------------------------------------------------
     webp_speed = megapixels / image_times["WebP q1 m0 (PIL)"]
     print(f"data: {source}; 1 CPU thread (thread CPU time, best of {args.repeats} interleaved "
-          f"rounds); torch {torch.__version__}")
+          f"rounds); torch {torch.__version__}; allocator: {allocator}")
     print(f"\n{'codec / encoder engine':52} {'speed':>9} {'unit':6} {'vs WebP':>8} "
           f"{'target':>12} {'raw/coded':>10}  weights")
     for key, t in image_times.items():
