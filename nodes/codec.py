@@ -21,10 +21,16 @@ class Encode(Node):
     encoded = Output("encoded", "one DANCE container per packet")
     checkpoint = Param(str, doc="checkpoint file or zoo name (aria-image, aria-audio)")
     device = Param(str, "cpu", "torch device for the encoder (cpu, cuda, cuda:N)")
+    precision = Param(str, "float32", "encoder arithmetic; bfloat16 is ~1.4x faster on CPUs "
+                      "with AVX512-BF16, and its containers decode with the same decoder",
+                      choices=("float32", "bfloat16"))
+    engine = Param(str, "torch", "who runs the encoder network (onnxruntime: CPU float32 only)",
+                   choices=("torch", "onnxruntime"))
 
     def setup(self) -> None:
         from dance.zoo import load_codec
-        self.codec = load_codec(self.checkpoint, device=self.device)
+        self.codec = load_codec(self.checkpoint, device=self.device, precision=self.precision,
+                                engine=self.engine)
         self._audio_streams: dict[str, object] = {}
 
     def on_image(self, packet: Packet) -> None:

@@ -73,3 +73,14 @@ def test_wrong_port_for_codec_kind_fails_clearly(ckpts):
     _bind(enc)
     with pytest.raises(ValueError, match="node 'enc'.*audio codec"):
         enc.handle("image", image_packet("cam", 0, 0, np.zeros((8, 8, 3), np.uint8)))
+
+
+@pytest.mark.parametrize("options", [{"precision": "bfloat16"}, {"engine": "onnxruntime"}])
+def test_faster_encoder_options_decode_with_the_plain_decoder(ckpts, options):
+    _, audio_ckpt = ckpts
+    enc, dec = Encode(checkpoint=str(audio_ckpt), **options), Decode(checkpoint=str(audio_ckpt))
+    encoded, decoded = _bind(enc), _bind(dec)
+    block = np.random.default_rng(1).integers(-2**20, 2**20, (4096, 7), dtype=np.int32)
+    enc.handle("audio", audio_packet("mic", 0, 0, block, 48000))
+    dec.handle("encoded", encoded[0][1])
+    assert decoded[0][1].payload.shape == (4096, 7)
