@@ -161,7 +161,7 @@ class Sender:
 
     def end(self) -> None:
         if self.kind == "ours":
-            self.link.send(PREFIX, wire.encode(Packet("", 0, 0, b""), eos=True), True, self.stop)
+            self.link.send(PREFIX, wire.end_of_stream(), True, self.stop)
         else:
             self.sock.send(END)
 

@@ -62,7 +62,7 @@ class ZmqPub(Node):
 
     def teardown(self):
         if hasattr(self, "sock"):
-            self.sock.send_multipart([EOS_TOPIC, *wire.encode(Packet("", 0, 0, b""), eos=True)])
+            self.sock.send_multipart([EOS_TOPIC, *wire.end_of_stream()])
             self.sock.close()
             if self.auth:
                 self.auth.stop()

@@ -168,7 +168,7 @@ class GroupRunner:
 
         def deliver(packet: Packet | None, eos: bool) -> None:
             if eos:
-                sender.send(route, wire.encode(Packet("", 0, 0, b""), eos=True), True,
+                sender.send(route, wire.end_of_stream(), True,
                             self.hard_stop)
             elif not sender.send(route, wire.encode(packet), wait, self.hard_stop):
                 stats.dropped_out += 1

@@ -72,6 +72,11 @@ def encode(packet: Packet, eos: bool = False) -> list:
     return [header, body]
 
 
+def end_of_stream() -> list:
+    """Frames of the end-of-stream marker: an empty bytes packet with the EOS flag."""
+    return encode(Packet("", 0, 0, b""), eos=True)
+
+
 def pack(frames: list, prefix: bytes = b"") -> list:
     """Frames ready to send: `prefix` + header, with bodies up to INLINE_MAX appended to the
     header (one frame: copying a small body is cheaper than a second frame), else separate."""

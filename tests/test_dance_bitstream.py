@@ -16,7 +16,7 @@ from dance.zoo import (CheckpointError, load_checkpoint, load_codec, model_from_
                        resolve_checkpoint)
 
 from .conftest import ROOT
-from .dance_testing import TINY_AUDIO, TINY_IMAGE, tiny_checkpoint
+from .dance_testing import TINY_AUDIO, TINY_IMAGE, sample_audio, sample_image, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -27,21 +27,6 @@ def image_ckpt(tmp_path_factory):
 @pytest.fixture(scope="module")
 def audio_ckpt(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-audio.pt", TINY_AUDIO)
-
-
-def _image(h=75, w=101, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    smooth = np.stack([xx * 2, yy * 3, xx + yy], axis=-1) % 256
-    return (smooth + rng.integers(0, 20, (h, w, 3))).clip(0, 255).astype(np.uint8)
-
-
-def _audio(frames=3000, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(frames)[:, None]
-    offsets = np.array([4e4, 2e6, -3e6, 4.6e7, 1e5, -8e5, 3e6])
-    signal = 1e6 * np.sin(2 * np.pi * 440 * t / 48000 + np.arange(7)) + offsets + 20.0 * t
-    return (signal + rng.normal(0, 1e4, (frames, 7))).astype(np.int32)
 
 
 def test_entropy_coder_round_trip_is_exact(image_ckpt):
@@ -85,7 +70,7 @@ def test_missing_default_checkpoint_says_how_to_train(monkeypatch, tmp_path):
 
 def test_image_round_trip_any_size_and_deterministic(image_ckpt):
     codec = load_codec(image_ckpt)
-    pixels = _image()
+    pixels = sample_image()
     data = codec.compress(pixels)
     out, container = codec.decode(data)
     assert out.shape == pixels.shape and out.dtype == np.uint8
@@ -98,7 +83,7 @@ def test_image_round_trip_any_size_and_deterministic(image_ckpt):
 
 def test_decode_in_another_process_is_identical(image_ckpt, tmp_path):
     codec = load_codec(image_ckpt)
-    data = codec.compress(_image(64, 96, seed=3))
+    data = codec.compress(sample_image(64, 96, seed=3))
     (tmp_path / "x.dnc").write_bytes(data)
     script = ("import sys, numpy as np; from dance.zoo import load_codec; "
               "c = load_codec(sys.argv[1]); "
@@ -111,7 +96,7 @@ def test_decode_in_another_process_is_identical(image_ckpt, tmp_path):
 
 def test_corrupt_truncated_and_foreign_streams_are_rejected(image_ckpt, audio_ckpt, tmp_path):
     codec = load_codec(image_ckpt)
-    data = codec.compress(_image())
+    data = codec.compress(sample_image())
     for i in range(len(data)):  # every single flipped byte is caught
         damaged = bytearray(data)
         damaged[i] ^= 0x41
@@ -145,7 +130,7 @@ def test_container_layout_round_trips():
 
 def test_audio_round_trip_and_streaming_blocks(audio_ckpt):
     codec = load_codec(audio_ckpt)
-    samples = _audio()
+    samples = sample_audio()
     data = codec.compress(samples, sample_rate=48000)
     out, container = codec.decode(data)
     assert out.shape == samples.shape and out.dtype == np.int32
@@ -166,7 +151,7 @@ def test_audio_round_trip_and_streaming_blocks(audio_ckpt):
 @pytest.mark.parametrize("block", [1, 333, 4096])
 def test_audio_preprocessing_blockwise_equals_whole(block):
     pre = AudioPreprocessor(7)
-    samples = _audio(10000)
+    samples = sample_audio(10000)
     whole = pre.forward(samples)
     stream = pre.stream()
     parts = torch.cat([stream.forward(samples[i:i + block]) for i in range(0, 10000, block)],
@@ -211,19 +196,19 @@ def test_exported_encoder_gives_pytorch_latents(fmt, which, image_ckpt, audio_ck
 
 def test_image_pooling_in_preprocessing_matches_avgpool():
     from dance.preprocess import ImagePreprocessor
-    pixels = _image(64, 96)
+    pixels = sample_image(64, 96)
     pre = ImagePreprocessor()
     full = pre.forward(pixels)
     pooled = pre.forward(pixels, multiple=32, pool=2)
     assert torch.allclose(pooled, torch.nn.functional.avg_pool2d(full, 2), atol=1e-6)
-    padded = pre.forward(_image(70, 90), multiple=32)
+    padded = pre.forward(sample_image(70, 90), multiple=32)
     assert padded.shape == (1, 3, 96, 96)
     assert torch.equal(padded[..., 70:, :90], padded[..., 69:70, :90].expand(1, 3, 26, 90))
 
 
 def test_bfloat16_encoder_gives_decodable_streams(image_ckpt):
     fp32, bf16 = load_codec(image_ckpt), load_codec(image_ckpt, precision="bfloat16")
-    pixels = _image()
+    pixels = sample_image()
     a, b = fp32.compress(pixels), bf16.compress(pixels)
     assert fp32.decompress(b).shape == pixels.shape  # any encoder precision, one decoder
     ya = fp32.coder.decompress(bitstream.unpack(a).payload, bitstream.unpack(a).latent_shape)

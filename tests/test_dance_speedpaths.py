@@ -16,7 +16,7 @@ from dance.heuristics import size_model
 from dance.models import build_model
 from dance.zoo import load_codec, load_config
 
-from .dance_testing import TINY_AUDIO, TINY_IMAGE, tiny_checkpoint
+from .dance_testing import TINY_AUDIO, TINY_IMAGE, sample_audio, sample_image, tiny_checkpoint
 
 RATE = 48000
 
@@ -26,20 +26,6 @@ def checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt")
     return {"image": tiny_checkpoint(folder / "tiny-image.pt", TINY_IMAGE, seed=1),
             "audio": tiny_checkpoint(folder / "tiny-audio.pt", TINY_AUDIO, seed=1)}
-
-
-def _image(h=96, w=136, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    smooth = np.stack([xx * 2, yy * 3, xx + yy], axis=-1) % 256
-    return (smooth + rng.integers(0, 20, (h, w, 3))).clip(0, 255).astype(np.uint8)
-
-
-def _audio(frames=4096, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(frames)[:, None]
-    signal = 1e6 * np.sin(2 * np.pi * 440 * t / RATE + np.arange(7)) + 4e7
-    return (signal + rng.normal(0, 1e4, (frames, 7))).astype(np.int32)
 
 
 def _symbols(codec, data: bytes) -> torch.Tensor:
@@ -52,7 +38,7 @@ def test_onnxruntime_encoder_streams_decode_like_pytorch_ones(checkpoints, kind)
     plain = load_codec(checkpoints[kind])
     fast = load_codec(checkpoints[kind], engine="onnxruntime")
     assert fast.id == plain.id
-    signal = _image() if kind == "image" else _audio()
+    signal = sample_image(96, 136) if kind == "image" else sample_audio(4096)
     a, b = plain.compress(signal, RATE), fast.compress(signal, RATE)
     # same latents up to float rounding: a symbol may flip only at an exact .5 boundary
     sa, sb = _symbols(plain, a), _symbols(plain, b)
@@ -66,7 +52,7 @@ def test_onnxruntime_encoder_streams_decode_like_pytorch_ones(checkpoints, kind)
 
 def test_onnxruntime_streaming_audio_keeps_filter_state(checkpoints):
     codec = load_codec(checkpoints["audio"], engine="onnxruntime")
-    audio = _audio(3 * 4096)
+    audio = sample_audio(3 * 4096)
     stream = codec.audio_encoder(RATE)
     blocks = [stream.encode(audio[i:i + 4096]) for i in range(0, len(audio), 4096)]
     plain = load_codec(checkpoints["audio"])

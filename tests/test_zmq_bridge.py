@@ -84,7 +84,7 @@ edges:
             if i % 20 == 0:
                 pub.send_multipart(oversized)
                 time.sleep(0.01)
-        pub.send_multipart([b"\x00", *wire.encode(Packet("", 0, 0, b""), eos=True)])
+        pub.send_multipart([b"\x00", *wire.end_of_stream()])
         out, err = proc.communicate(timeout=120)
     finally:
         pub.close(0)
