@@ -1,4 +1,4 @@
-"""Codec subcommands of the `dance` CLI: inspect, encode, decode, export, train.
+"""Codec subcommands of the `dance` CLI: inspect, encode, decode, export, train, eval.
 
 `register(subparsers)` adds them to the runtime's parser (pipeline/cli.py); each handler returns
 an exit code and reports bad input as one `error: ...` line on stderr (exit 2).
@@ -57,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     p.set_defaults(func=cmd_train)
+
+    from evaluation import register as register_eval
+    p = subparsers.add_parser("eval", help="codecs against baselines on your data (the "
+                              "paper's tables)")
+    register_eval(p.add_subparsers(dest="kind", required=True, metavar="KIND"))
 
 
 def _guard(handler):
