@@ -1,0 +1,1 @@
+"""Cloud-side perception models (CLIP zero-shot classification) used by nodes and `dance eval`."""
