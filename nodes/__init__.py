@@ -3,6 +3,7 @@ so that a graph only loads the libraries (torch, projectaria-tools, ...) its nod
 
 BUILTIN = {
     "aria_vrs": "nodes.aria_vrs:AriaVrsSource",
+    "aria_live": "nodes.aria_live:AriaLiveSource",
     "synthetic_aria": "nodes.synthetic:SyntheticAriaSource",
     "record": "nodes.recording:Record",
     "replay": "nodes.recording:Replay",

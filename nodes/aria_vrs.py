@@ -9,12 +9,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from nodes.aria_packets import (MIC_STREAM, RGB_STREAM, STREAM_NAMES, audio_block_packet,
+                                frame_packet)
 from nodes.recording import LoopClock
 from pipeline.node import Output, Param, Source
-from pipeline.packet import Packet, audio_packet, image_packet
-
-RGB_STREAM, MIC_STREAM = "214-1", "231-1"
-INT32 = np.iinfo(np.int32)
+from pipeline.packet import Packet
 _STREAM_ID = re.compile(r"\d+-\d+")
 SUPPORTED = {"IMAGE", "AUDIO", "IMU", "MAGNETOMETER", "BAROMETER"}
 
@@ -92,11 +91,11 @@ class AriaVrsSource(Source):
             raise ValueError(f"{path}: projectaria-tools cannot open it")
         present = {str(sid) for sid in provider.get_all_streams()}
         wanted = {RGB_STREAM: self.rgb, MIC_STREAM: self.mic}
-        for sid, label in ((RGB_STREAM, "camera-rgb"), (MIC_STREAM, "mic")):
+        for sid, label in STREAM_NAMES.items():
             if wanted[sid] and sid not in present:
                 raise ValueError(f"{path}: not an Aria recording: no {label} ({sid}) stream "
                                  f"(streams: {', '.join(sorted(present)) or 'none'})")
-        self._names: dict[str, str] = {RGB_STREAM: "camera-rgb", MIC_STREAM: "mic"}
+        self._names: dict[str, str] = dict(STREAM_NAMES)
         for entry in self.extra_streams:
             entry = str(entry)
             sid = entry if _STREAM_ID.fullmatch(entry) else str(
@@ -164,14 +163,12 @@ class AriaVrsSource(Source):
         kind, name = data.sensor_data_type(), self._names[sid]
         if kind == SensorDataType.IMAGE:
             image, record = data.image_data_and_record()
-            pixels = image.to_numpy_array()
-            return ("image" if sid == RGB_STREAM else "sensor"), image_packet(
-                name, int(record.capture_timestamp_ns), seq, pixels,
-                "rgb24" if pixels.ndim == 3 else "gray8", device_stream=sid,
-                frame_number=int(record.frame_number),
-                exposure_s=float(record.exposure_duration), gain=float(record.gain))
+            return ("image" if sid == RGB_STREAM else "sensor"), frame_packet(
+                name, sid, seq, image.to_numpy_array(), record)
         if kind == SensorDataType.AUDIO:
-            return "audio" if sid == MIC_STREAM else "sensor", self._audio(sid, data, seq)
+            audio, record = data.audio_data_and_record()
+            return "audio" if sid == MIC_STREAM else "sensor", audio_block_packet(
+                name, sid, seq, audio, record, self._sample_rates[sid], str(self.path))
         if kind == SensorDataType.IMU:
             imu = data.imu_data()
             values = np.array([imu.accel_msec2, imu.gyro_radsec], dtype=np.float64)
@@ -188,20 +185,6 @@ class AriaVrsSource(Source):
             return "sensor", self._sensor(name, sid, baro.capture_timestamp_ns, seq, values,
                                           fields="pressure_pa,temperature_c")
         raise AssertionError(f"stream {sid} of type {kind.name} passed the check in setup()")
-
-    def _audio(self, sid: str, data: Any, seq: int) -> Packet:
-        audio, record = data.audio_data_and_record()
-        stamps = record.capture_timestamps_ns
-        values = np.asarray(audio.data, dtype=np.int64)
-        if not len(stamps) or values.size % len(stamps):
-            raise ValueError(f"{self.path}: audio record of stream {sid} has {values.size} "
-                             f"values for {len(stamps)} timestamps")
-        if values.size and (values.min() < INT32.min or values.max() > INT32.max):
-            raise ValueError(f"{self.path}: audio values of stream {sid} exceed int32")
-        samples = values.reshape(len(stamps), -1).astype(np.int32)
-        return audio_packet(self._names[sid], int(stamps[0]), seq, samples,
-                            self._sample_rates[sid], device_stream=sid,
-                            muted=bool(record.audio_muted))
 
     @staticmethod
     def _sensor(name: str, sid: str, timestamp_ns: int, seq: int, values: np.ndarray,
