@@ -11,6 +11,10 @@
 
 A handler may return a packet (sent on the node's only output) or call `self.emit(port, packet)`
 any number of times. Sources subclass `Source` and implement `run()` as a generator.
+
+Inputs declared `Input(type, batch=N)` get a list of the packets queued at that moment (1..N) per
+call; inputs named in a `Join(...)` are matched by timestamp or seq and handled together by
+`on_<join>(*packets)` (pipeline/join.py).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
+from .join import Join
 from .packet import Packet
 
 ANY = "any"
@@ -27,6 +32,7 @@ PORT_TYPES = {
     "audio": "frames×channels block, meta: sample_rate, channels, first_sample_ns",
     "encoded": "bytes of a DANCE bitstream, meta: codec, kind, raw_bytes",
     "metrics": "dict of scalars/strings",
+    "labels": "dict per classified frame: label, index, probs, max_logit",
     "sensor": "any other Aria stream (IMU, SLAM camera, ...) as arrays + meta",
     ANY: "accepts or produces every type",
 }
@@ -91,10 +97,14 @@ class Param:
 
 
 class Input:
-    """An input port of a given type; packets arrive at the node's `on_<name>` method."""
+    """An input port of a given type; packets arrive at the node's `on_<name>` method.
 
-    def __init__(self, type: str = ANY, doc: str = ""):
-        self.type, self.doc, self.name = type, doc, ""
+    With `batch` (a number, or the name of an int Param), `on_<name>` receives a list: the
+    packets already queued on this port when it is served, at most `batch` of them.
+    """
+
+    def __init__(self, type: str = ANY, doc: str = "", *, batch: int | str | None = None):
+        self.type, self.doc, self.name, self.batch = type, doc, "", batch
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -116,10 +126,12 @@ class Node:
     inputs: dict[str, Input] = {}
     outputs: dict[str, Output] = {}
     params: dict[str, Param] = {}
+    joins: dict[str, Join] = {}
+    _join_of: dict[str, str] = {}  # input port -> the join it belongs to
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        found: dict[str, dict] = {"inputs": {}, "outputs": {}, "params": {}}
+        found: dict[str, dict] = {"inputs": {}, "outputs": {}, "params": {}, "joins": {}}
         for klass in reversed(cls.__mro__):
             for name, value in vars(klass).items():
                 if isinstance(value, Input):
@@ -128,14 +140,30 @@ class Node:
                     found["outputs"][name] = value
                 elif isinstance(value, Param):
                     found["params"][name] = value
+                elif isinstance(value, Join):
+                    found["joins"][name] = value
         cls.inputs, cls.outputs, cls.params = found["inputs"], found["outputs"], found["params"]
+        cls.joins = found["joins"]
         for kind, members in found.items():
             for name in members:
                 if name in _RESERVED:
                     raise TypeError(f"{cls.__name__}: {kind[:-1]} '{name}' would hide "
                                     f"Node.{name}; choose another name")
-        for name in cls.inputs:
-            if not callable(getattr(cls, f"on_{name}", None)):
+        cls._join_of = {}
+        for join in cls.joins.values():
+            join.check(cls)
+            for port in join.ports:
+                if port in cls._join_of:
+                    raise TypeError(f"{cls.__name__}: input '{port}' is in two joins")
+                if cls.inputs[port].batch is not None:
+                    raise TypeError(f"{cls.__name__}: input '{port}' cannot be both batched "
+                                    f"and joined")
+                cls._join_of[port] = join.name
+        for name, port in cls.inputs.items():
+            if isinstance(port.batch, str) and port.batch not in cls.params:
+                raise TypeError(f"{cls.__name__}: input '{name}' takes its batch size from "
+                                f"parameter '{port.batch}', which the class does not declare")
+            if name not in cls._join_of and not callable(getattr(cls, f"on_{name}", None)):
                 raise TypeError(f"{cls.__name__}: input '{name}' needs a method on_{name}(packet)")
 
     def __init__(self, name: str = "", **params: Any):
@@ -152,6 +180,9 @@ class Node:
         self._emit: Callable[[str, Packet], None] = self._unbound_emit
         self._stop = threading.Event()
         self.counters: dict[str, Any] = {}  # node-specific figures, merged into the report
+        self._matchers = {name: join.matcher(self) for name, join in self.joins.items()}
+        for name, matcher in self._matchers.items():
+            self.counters[name] = matcher.counters
 
     # -- lifecycle, overridden by subclasses -------------------------------------------------
     def setup(self) -> None:
@@ -176,7 +207,33 @@ class Node:
         self._emit, self._stop = emit, stop
 
     def handle(self, port: str, packet: Packet) -> None:
-        result = getattr(self, f"on_{port}")(packet)
+        join = self._join_of.get(port)
+        if join is not None:
+            matched = self._matchers[join].push(port, packet)
+            if matched is not None:
+                self._deliver(getattr(self, f"on_{join}")(*matched))
+        elif self.batch_size(port):
+            self.handle_batch(port, [packet])
+        else:
+            self._deliver(getattr(self, f"on_{port}")(packet))
+
+    def handle_batch(self, port: str, packets: list[Packet]) -> None:
+        """Deliver several queued packets to a batched input in one call."""
+        self._deliver(getattr(self, f"on_{port}")(packets))
+
+    def batch_size(self, port: str) -> int:
+        """The most packets one call of a batched input takes; 0 for unbatched inputs."""
+        batch = self.inputs[port].batch
+        if batch is None:
+            return 0
+        return max(1, getattr(self, batch) if isinstance(batch, str) else batch)
+
+    def end_of_input(self) -> None:
+        """All inputs have ended: packets still waiting in a join will never match."""
+        for matcher in self._matchers.values():
+            matcher.flush()
+
+    def _deliver(self, result: Packet | None) -> None:
         if result is not None:
             if len(self.outputs) != 1:
                 raise TypeError(f"node '{self.name}': a handler that returns a packet needs "
