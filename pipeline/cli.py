@@ -8,7 +8,7 @@ from importlib.metadata import version
 
 from . import graph as graphs
 from .launcher import RunError, run_graph, run_group
-from .nodedoc import describe_nodes
+from .nodedoc import describe_nodes, describe_types
 from .transport import create_keys
 
 
@@ -54,8 +54,18 @@ def cmd_run(args) -> int:
 
 
 def cmd_nodes(args) -> int:
-    print(describe_nodes(markdown=args.markdown))
-    return 0
+    if not args.types:
+        print(describe_nodes(markdown=args.markdown))
+        return 0
+    if args.markdown:
+        print("error: --markdown describes the built-in types; leave out TYPE", file=sys.stderr)
+        return 2
+    text, errors = describe_types(args.types)
+    if text:
+        print(text)
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    return 2 if errors else 0
 
 
 def cmd_keys(args) -> int:
@@ -93,8 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE")
     validate.set_defaults(func=cmd_validate)
 
-    nodes = sub.add_parser("nodes", help="list node types with their ports and parameters")
-    nodes.add_argument("--markdown", action="store_true", help="print the node reference page")
+    nodes = sub.add_parser("nodes", help="list node types with their ports and parameters",
+                           description="List the built-in node types and those of installed "
+                           "plugin packages (entry-point group dance.nodes), or describe the "
+                           "given types.")
+    nodes.add_argument("types", nargs="*", metavar="TYPE",
+                       help="only these types: a built-in or plugin name, or module:Class")
+    nodes.add_argument("--markdown", action="store_true",
+                       help="print the reference page of the built-in types (docs/nodes.md)")
     nodes.set_defaults(func=cmd_nodes)
 
     keys = sub.add_parser("keys", help="create CURVE key pairs for encrypted links")

@@ -5,16 +5,44 @@ import inspect
 
 from nodes import BUILTIN
 
-from .node import PORT_TYPES
-from .registry import UnknownNodeType, resolve
+from .node import PORT_TYPES, Node
+from .registry import ENTRY_POINT_GROUP, UnknownNodeType, plugins, resolve, warn_about
 
 
 def _summary(cls: type) -> str:
     return inspect.cleandoc(cls.__doc__ or "(undocumented)")
 
 
+def _markdown(name: str, cls: type[Node]) -> list[str]:
+    out = [f"## `{name}`", "", f"`{cls.__module__}.{cls.__qualname__}`", "", _summary(cls), ""]
+    rows = [f"| in | `{p.name}` | {p.type} | {p.doc} |" for p in cls.inputs.values()]
+    rows += [f"| out | `{p.name}` | {p.type} | {p.doc} |" for p in cls.outputs.values()]
+    if rows:
+        out += ["| port | name | type | description |", "|---|---|---|---|", *rows, ""]
+    if cls.params:
+        out += ["| parameter | type | default | description |", "|---|---|---|---|"]
+        out += [f"| `{p.name}` | {p.type.__name__} | "
+                f"{'required' if p.required else f'`{p.default!r}`'} | {p.doc} |"
+                for p in cls.params.values()]
+        out.append("")
+    return out
+
+
+def _text(name: str, cls: type[Node], origin: str = "", full: bool = False) -> list[str]:
+    summary = _summary(cls).splitlines()
+    out = [f"{name}  ({cls.__module__}.{cls.__qualname__}{origin})"]
+    out += [f"    {line}".rstrip() for line in (summary if full else summary[:1])]
+    out += [f"    in  {p.name}: {p.type}" for p in cls.inputs.values()]
+    out += [f"    out {p.name}: {p.type}" for p in cls.outputs.values()]
+    out += [f"    --set {p.name}=  ({p.describe()}) {p.doc}" for p in cls.params.values()]
+    return out
+
+
 def describe_nodes(markdown: bool = False) -> str:
-    """Every built-in node type with its ports and parameters, as text or Markdown."""
+    """Every built-in node type with its ports and parameters, as text or Markdown; the text
+    form also lists the plugin types of installed packages (and warns on stderr about clashing
+    names). The Markdown page (docs/nodes.md) covers the built-in types only, whatever is
+    installed."""
     out = []
     if markdown:
         out += ["# Node reference", "",
@@ -26,26 +54,36 @@ def describe_nodes(markdown: bool = False) -> str:
         except UnknownNodeType as exc:
             out.append(f"{name}: unavailable: {exc}")
             continue
-        if markdown:
-            out += [f"## `{name}`", "", f"`{cls.__module__}.{cls.__qualname__}`", "",
-                    _summary(cls), ""]
-            rows = [f"| in | `{p.name}` | {p.type} | {p.doc} |" for p in cls.inputs.values()]
-            rows += [f"| out | `{p.name}` | {p.type} | {p.doc} |" for p in cls.outputs.values()]
-            if rows:
-                out += ["| port | name | type | description |", "|---|---|---|---|", *rows, ""]
-            if cls.params:
-                out += ["| parameter | type | default | description |", "|---|---|---|---|"]
-                out += [f"| `{p.name}` | {p.type.__name__} | "
-                        f"{'required' if p.required else f'`{p.default!r}`'} | {p.doc} |"
-                        for p in cls.params.values()]
-                out.append("")
-        else:
-            out.append(f"{name}  ({cls.__module__}.{cls.__qualname__})")
-            out.append(f"    {_summary(cls).splitlines()[0]}")
-            for p in cls.inputs.values():
-                out.append(f"    in  {p.name}: {p.type}")
-            for p in cls.outputs.values():
-                out.append(f"    out {p.name}: {p.type}")
-            for p in cls.params.values():
-                out.append(f"    --set {p.name}=  ({p.describe()}) {p.doc}")
+        out += _markdown(name, cls) if markdown else _text(name, cls)
+    if markdown:
+        return "\n".join(out)
+    found, problems = plugins()
+    for name in problems:
+        warn_about(name)
+    if found:
+        out += ["", f"# plugin node types (entry-point group {ENTRY_POINT_GROUP} of installed "
+                    f"packages)"]
+    for name in sorted(found):
+        try:
+            cls = resolve(name)
+        except UnknownNodeType as exc:
+            out.append(f"{name}: unavailable: {exc}")
+            continue
+        out += _text(name, cls, f", package {found[name].package}")
     return "\n".join(out)
+
+
+def describe_types(type_names: list[str]) -> tuple[str, list[str]]:
+    """The text entry of each named type (built-in, plugin or module:Class), and one error line
+    per name that does not resolve."""
+    out, errors = [], []
+    found = plugins()[0]
+    for name in type_names:
+        try:
+            cls = resolve(name)
+        except UnknownNodeType as exc:
+            errors.append(str(exc))
+            continue
+        origin = f", package {found[name].package}" if name in found else ""
+        out += _text(name, cls, origin, full=True)
+    return "\n".join(out), errors
