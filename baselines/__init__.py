@@ -1,0 +1,1 @@
+"""Conventional codecs (JPEG, WebP, MP3, Opus) to compare DANCE codecs with."""
