@@ -5,7 +5,6 @@ BUILTIN = {
     "aria_vrs": "nodes.aria_vrs:AriaVrsSource",
     "aria_live": "nodes.aria_live:AriaLiveSource",
     "synthetic_aria": "nodes.synthetic:SyntheticAriaSource",
-    "aria_rgb": "nodes.aria_rgb:AriaRgb",
     "record": "nodes.recording:Record",
     "replay": "nodes.recording:Replay",
     "jsonl": "nodes.jsonl:JsonlSink",
@@ -14,8 +13,6 @@ BUILTIN = {
     "zmq_sub": "nodes.zmq_bridge:ZmqSub",
     "encode": "nodes.codec:Encode",
     "decode": "nodes.codec:Decode",
-    "clip_zero_shot": "nodes.clip:ClipZeroShot",
-    "label_retention": "nodes.retention:LabelRetention",
     "image_baseline_encode": "nodes.image_baselines:ImageBaselineEncode",
     "image_baseline_decode": "nodes.image_baselines:ImageBaselineDecode",
 }
