@@ -1,9 +1,10 @@
 """Rate-distortion benchmark: DANCE image codecs vs best-tuned resize+JPEG and resize+WebP.
 
 For every frame and DANCE checkpoint, the real container bytes set a byte budget. For that budget
-JPEG and WebP get their best shot: every downscale factor in SCALES, the highest quality whose
-file fits the budget (binary search), decoded and upsampled back with bicubic; the best PSNR over
-scales is reported. Ratios are raw bytes (H*W*3 uint8) / compressed bytes.
+JPEG and WebP get their best shot (baselines/image.py, as the image_baseline_encode node): every
+downscale factor the search reaches, the highest quality whose container fits the budget
+(bisection), decoded and upsampled back with bicubic; the best PSNR over scales is reported.
+Ratios are raw bytes (H*W*3 uint8) / compressed bytes, containers' headers included.
 
 With several checkpoints, they are ordered by their training lmbda and the script checks that a
 higher lmbda gives more bytes and a higher PSNR (the acceptance item on monotonic lmbda).
@@ -26,59 +27,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from baselines.image import BaselineError, fit_budget  # noqa: E402
 from dance import data, zoo  # noqa: E402
+from evaluation.image_quality import psnr  # noqa: E402
 
 DEFAULT_VRS = REPO.parent / "shared" / "data" / "aea" / "recording.vrs"
-SCALES = (1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32)
 CONTEXT_RATIOS = (100, 200, 400, 800, 1600, 3200)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * math.log10(255.0**2 / max(mse, 1e-12))
-
-
-def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "JPEG":
-        image.save(buf, "JPEG", quality=quality, optimize=True)
-    else:
-        image.save(buf, "WEBP", quality=quality, method=6)
-    return buf.getvalue()
 
 
 def best_resize_codec(frame: np.ndarray, fmt: str, budget: int) -> tuple[float, int, float, int] | None:
     """(psnr, bytes, scale, quality) of the best resize+fmt encoding within ``budget`` bytes."""
-    h, w = frame.shape[:2]
-    original = Image.fromarray(frame)
-    lo_q, hi_q = (1, 95) if fmt == "JPEG" else (0, 100)
-    best = None
-    for scale in SCALES:
-        size = (max(1, round(w / scale)), max(1, round(h / scale)))
-        small = original.resize(size, Image.Resampling.LANCZOS) if scale != 1 else original
-        if len(_encode(small, fmt, lo_q)) > budget:
-            continue  # even the lowest quality is too big at this scale
-        lo, hi, fit = lo_q, hi_q, None
-        while lo <= hi:  # largest quality that fits (file size grows with quality)
-            q = (lo + hi) // 2
-            encoded = _encode(small, fmt, q)
-            if len(encoded) <= budget:
-                fit, lo = (q, encoded), q + 1
-            else:
-                hi = q - 1
-        if fit is None:
-            continue
-        decoded = Image.open(io.BytesIO(fit[1])).convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
-        score = psnr(frame, np.asarray(decoded))
-        if best is None or score > best[0]:
-            best = (score, len(fit[1]), scale, fit[0])
-    return best
+    try:
+        best = fit_budget(frame, fmt.lower(), budget)
+    except BaselineError:
+        return None
+    return best.psnr, len(best.data), best.scale, best.quality
 
 
 def load_frames(vrs: Path | None, images: Path | None) -> list[tuple[str, np.ndarray]]:
