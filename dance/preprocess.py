@@ -1,12 +1,20 @@
 """Per-signal preprocessing from the config: raw arrays <-> the float tensors the model sees.
 
 Images: H×W×C uint8 <-> 1×C×H×W float in [0, 1].
-Audio (the paper's Fig. 4 pipeline): frames×channels int32 counts -> DC blocker (a notch at
-0 Hz that removes each microphone's offset and slow drift; streaming, its state carries across
-blocks) -> divide by `scale` -> mu-law companding -> 1×C×T float in [-1, 1]. The inverse undoes
-companding and scaling; the removed DC/drift is not restored (it carries no acoustic content).
-Float audio is taken as full scale ±1 and converted to int32-scaled counts (×2^31), as soundfile
-does, so one codec serves both.
+
+Audio, the paper's Fig. 4 chain, in two steps that also exist as graph nodes (`notch`, `compand`,
+`expand`; docs/spatial-audio.md):
+1. scaling: int32/int64 counts are divided by 2^31 (`FLOAT_FULL_SCALE`), float input is taken as
+   already at full scale ±1 — so int32 full scale is ±1.0 and one codec serves both;
+2. `NotchFilter`: a notch at 0 Hz (zero at z = 1, pole at r = exp(−2π·fc/fs) just inside it) that
+   removes each microphone's DC offset and slow drift, optionally with mains notches (50/60 Hz and
+   harmonics); streaming, its state carries across blocks, and it starts as if the signal had sat
+   at its first value forever, so there is no start-up transient from the offset;
+3. `compand`: μ-law y = sign(x)·ln(1 + μ|x|)/ln(1 + μ) of x = clip(v·2^31/scale, ±1), the model's
+   input (1×C×T float). `expand` is its exact inverse; the removed DC/drift is not restored (it
+   carries no acoustic content).
+`AudioPreprocessor` (built from a codec config) runs the chain for training data and coding;
+`notch_filter()` gives evaluation the linear, notch-filtered reference with the same filter.
 """
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ import math
 
 import numpy as np
 import torch
-from scipy.signal import lfilter, lfilter_zi
+from scipy.signal import iirnotch, sosfilt, sosfilt_zi
 
 FLOAT_FULL_SCALE = 2.0 ** 31
 AUDIO_DTYPES = ("int32", "int64", "float32", "float64")
@@ -63,15 +71,81 @@ class ImagePreprocessor:
         return pixels.permute(1, 2, 0).cpu().numpy()
 
 
+def full_scale(samples: np.ndarray, channels: int | None = None) -> np.ndarray:
+    """frames×channels audio as float64 at full scale ±1: integer counts / 2^31, floats as they are."""
+    if samples.ndim != 2 or (channels is not None and samples.shape[1] != channels):
+        want = f"frames×{channels}" if channels is not None else "frames×channels"
+        raise PreprocessError(f"audio must be {want}, got {samples.shape}")
+    if samples.dtype.name not in AUDIO_DTYPES:
+        raise PreprocessError(f"audio dtype must be one of {AUDIO_DTYPES}, got {samples.dtype}")
+    if samples.dtype.kind == "f":
+        return samples.astype(np.float64)
+    return samples.astype(np.float64) / FLOAT_FULL_SCALE
+
+
+def notch_sos(sample_rate: int, dc_cutoff_hz: float = 10.0, mains_hz: float = 0.0,
+              mains_harmonics: int = 3, mains_q: float = 30.0) -> np.ndarray:
+    """Second-order sections of the notch chain: DC (−3 dB at `dc_cutoff_hz`), then, if
+    `mains_hz` > 0, iirnotch at mains_hz·k for k = 1..mains_harmonics below Nyquist."""
+    if not 0 < dc_cutoff_hz < sample_rate / 2:
+        raise ValueError(f"dc_cutoff_hz must be in (0, {sample_rate / 2}), got {dc_cutoff_hz}")
+    pole = math.exp(-2.0 * math.pi * dc_cutoff_hz / sample_rate)
+    sections = [[1.0, -1.0, 0.0, 1.0, -pole, 0.0]]
+    if mains_hz < 0 or mains_harmonics < 0 or mains_q <= 0:
+        raise ValueError(f"mains_hz, mains_harmonics must be >= 0 and mains_q > 0 "
+                         f"(got {mains_hz}, {mains_harmonics}, {mains_q})")
+    for k in range(1, mains_harmonics + 1 if mains_hz > 0 else 1):
+        if mains_hz * k < sample_rate / 2:
+            b, a = iirnotch(mains_hz * k, mains_q, fs=sample_rate)
+            sections.append([*b, *a])
+    return np.array(sections)
+
+
+class NotchFilter:
+    """The notch chain over consecutive blocks of one signal (state carried across blocks)."""
+
+    def __init__(self, sos: np.ndarray):
+        self.sos = sos
+        self.state: np.ndarray | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """frames×channels float64 in, the same filtered out."""
+        if len(x) == 0:
+            return x.copy()
+        if self.state is None:
+            # steady state for a signal that sat at its first value forever: no start transient
+            self.state = sosfilt_zi(self.sos)[:, :, None] * x[:1][None]
+        y, self.state = sosfilt(self.sos, x, axis=0, zi=self.state)
+        return y
+
+
+def notch_filter(samples: np.ndarray, sample_rate: int, **design) -> np.ndarray:
+    """The whole signal through the notch chain, at full scale (the metrics' linear reference)."""
+    return NotchFilter(notch_sos(sample_rate, **design))(full_scale(samples))
+
+
+def compand(x: np.ndarray, mu: float, gain: float = 1.0) -> np.ndarray:
+    """μ-law of clip(x·gain, ±1): [−1, 1] with resolution where quiet signals live."""
+    x = np.clip(x * gain, -1.0, 1.0)
+    return np.sign(x) * np.log1p(mu * np.abs(x)) / math.log1p(mu)
+
+
+def expand(y: np.ndarray, mu: float, gain: float = 1.0) -> np.ndarray:
+    """The inverse of `compand` (inputs clipped to [−1, 1] first)."""
+    y = np.clip(np.asarray(y, dtype=np.float64), -1.0, 1.0)
+    return np.sign(y) * np.expm1(np.abs(y) * math.log1p(mu)) / mu / gain
+
+
 class AudioPreprocessor:
     kind = "audio"
 
     def __init__(self, channels: int, sample_rate: int = 48000, dc_cutoff_hz: float = 10.0,
-                 scale: float = 2.0 ** 31, mu: float = 65535.0):
+                 scale: float = 2.0 ** 31, mu: float = 65535.0, mains_hz: float = 0.0,
+                 mains_harmonics: int = 3, mains_q: float = 30.0):
         self.channels, self.sample_rate = channels, int(sample_rate)
         self.scale, self.mu = float(scale), float(mu)
-        pole = math.exp(-2.0 * math.pi * dc_cutoff_hz / sample_rate)
-        self.b, self.a = np.array([1.0, -1.0]), np.array([1.0, -pole])
+        self.gain = FLOAT_FULL_SCALE / self.scale   # full-scale float -> the companded range
+        self.sos = notch_sos(self.sample_rate, dc_cutoff_hz, mains_hz, mains_harmonics, mains_q)
 
     def stream(self) -> "AudioStream":
         """A stateful forward transform for consecutive blocks of one signal."""
@@ -82,46 +156,49 @@ class AudioPreprocessor:
         return self.stream().forward(samples)
 
     def counts(self, samples: np.ndarray) -> np.ndarray:
-        if samples.ndim != 2 or samples.shape[1] != self.channels:
-            raise PreprocessError(f"audio must be frames×{self.channels}, got {samples.shape}")
-        if samples.dtype.name not in AUDIO_DTYPES:
-            raise PreprocessError(f"audio dtype must be one of {AUDIO_DTYPES}, got {samples.dtype}")
-        counts = samples.astype(np.float64)
-        if samples.dtype.kind == "f":
-            counts *= FLOAT_FULL_SCALE
-        return counts
+        """frames×channels as float64 int32-scaled counts."""
+        return full_scale(samples, self.channels) * FLOAT_FULL_SCALE
 
     def compand(self, filtered: np.ndarray) -> torch.Tensor:
-        x = np.clip(filtered / self.scale, -1.0, 1.0)
-        y = np.sign(x) * np.log1p(self.mu * np.abs(x)) / math.log1p(self.mu)
+        """Filtered counts -> the model's 1×C×T float32 input."""
+        y = compand(filtered / FLOAT_FULL_SCALE, self.mu, self.gain)
         return torch.from_numpy(y.T.astype(np.float32)).unsqueeze(0)
 
     def inverse(self, x: torch.Tensor, dtype: str = "int32") -> np.ndarray:
+        """The model's 1×C×T output -> frames×channels in `dtype` (floats at full scale)."""
         y = x[0].detach().cpu().to(torch.float64).numpy().T
-        y = np.clip(y, -1.0, 1.0)
-        counts = np.sign(y) * np.expm1(np.abs(y) * math.log1p(self.mu)) / self.mu * self.scale
+        linear = expand(y, self.mu, self.gain)
         if dtype.startswith("float"):
-            return (counts / FLOAT_FULL_SCALE).astype(dtype)
+            return linear.astype(dtype)
         info = np.iinfo(np.int32)
-        return np.clip(np.round(counts), info.min, info.max).astype(dtype)
+        return np.clip(np.round(linear * FLOAT_FULL_SCALE), info.min, info.max).astype(dtype)
 
 
 class AudioStream:
-    """Forward audio preprocessing with the DC blocker's state carried across blocks."""
+    """Forward audio preprocessing with the notch filter's state carried across blocks."""
 
     def __init__(self, pre: AudioPreprocessor):
         self.pre = pre
-        self.state: np.ndarray | None = None
+        self.notch = NotchFilter(pre.sos)
 
     def forward(self, samples: np.ndarray) -> torch.Tensor:
-        counts = self.pre.counts(samples)
-        if len(counts) == 0:
-            return self.pre.compand(counts)
-        if self.state is None:
-            # start as if the signal had sat at its first value forever: no start-up transient
-            self.state = lfilter_zi(self.pre.b, self.pre.a)[:, None] * counts[:1]
-        filtered, self.state = lfilter(self.pre.b, self.pre.a, counts, axis=0, zi=self.state)
-        return self.pre.compand(filtered)
+        return self.pre.compand(self.notch(self.pre.counts(samples)))
+
+
+class CompandedInput:
+    """A stream whose blocks were already notch-filtered and companded (frames×channels floats
+    in [−1, 1], e.g. from the `compand` node): passed to the model as they are."""
+
+    def __init__(self, channels: int):
+        self.channels = channels
+
+    def forward(self, samples: np.ndarray) -> torch.Tensor:
+        if samples.ndim != 2 or samples.shape[1] != self.channels or samples.dtype.kind != "f":
+            raise PreprocessError(f"companded audio must be frames×{self.channels} float, got "
+                                  f"{samples.shape} {samples.dtype}")
+        if len(samples) and np.abs(samples).max() > 1.0:
+            raise PreprocessError("companded audio must lie in [-1, 1]")
+        return torch.from_numpy(np.ascontiguousarray(samples.T, dtype=np.float32)).unsqueeze(0)
 
 
 def build_preprocessor(config: dict) -> ImagePreprocessor | AudioPreprocessor:

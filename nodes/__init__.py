@@ -13,6 +13,9 @@ BUILTIN = {
     "zmq_sub": "nodes.zmq_bridge:ZmqSub",
     "encode": "nodes.codec:Encode",
     "decode": "nodes.codec:Decode",
+    "notch": "nodes.audio_dsp:Notch",
+    "compand": "nodes.audio_dsp:Compand",
+    "expand": "nodes.audio_dsp:Expand",
     "image_baseline_encode": "nodes.image_baselines:ImageBaselineEncode",
     "image_baseline_decode": "nodes.image_baselines:ImageBaselineDecode",
 }

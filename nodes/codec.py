@@ -4,8 +4,15 @@ Encode emits one container per packet (audio: one per block, the preprocessing f
 carried across the blocks of each stream). The encoded packet keeps stream, timestamp, seq and the
 original meta, adding `codec` (name@hash), `kind` and `raw_bytes`; Decode restores the original
 packet type from it.
+
+Audio blocks already notch-filtered and companded by the `notch` and `compand` nodes (meta
+domain "mu-law") go into the model as they are, not filtered and companded a second time; their
+μ and scale must be the checkpoint's. Decode returns such streams companded too (the codec's
+output re-companded, exact to float32 rounding), for an `expand` node downstream.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from pipeline.node import Input, Node, Output, Param
 from pipeline.packet import Packet
@@ -43,7 +50,19 @@ class Encode(Node):
         session = self._audio_streams.get(packet.stream)
         if session is None:
             session = self._audio_streams[packet.stream] = self.codec.audio_encoder(rate)
+            if packet.meta.get("domain") == "mu-law":
+                session.stream = self._companded_input(packet)
         self._emit_encoded(packet, "audio", session.encode(packet.payload))
+
+    def _companded_input(self, packet: Packet):
+        from dance.preprocess import CompandedInput
+        pre = self.codec.preprocessor
+        mu, scale = packet.meta.get("mu"), packet.meta.get("scale")
+        if (mu, scale) != (pre.mu, pre.scale):
+            raise ValueError(f"node '{self.name}': stream '{packet.stream}' was companded with "
+                             f"mu={mu}, scale={scale}; checkpoint {self.checkpoint} needs "
+                             f"mu={pre.mu}, scale={pre.scale}")
+        return CompandedInput(pre.channels)
 
     def _require(self, kind: str) -> None:
         if self.codec.kind != kind:
@@ -86,6 +105,10 @@ class Decode(Node):
             meta.update(height=int(array.shape[0]), width=int(array.shape[1]),
                         channels=int(array.shape[2]))
         else:
+            if meta.get("domain") == "mu-law":
+                from dance.preprocess import compand, full_scale
+                pre = codec.preprocessor
+                array = compand(full_scale(array), pre.mu, pre.gain).astype(np.float32)
             meta.update(channels=int(array.shape[1]))
             meta.setdefault("sample_rate", container.sample_rate)
         self.emit(container.kind, packet.replace(payload=array, meta=meta))
