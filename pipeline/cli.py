@@ -7,7 +7,7 @@ import sys
 from importlib.metadata import version
 
 from . import graph as graphs
-from .launcher import RunError, run_graph, run_group
+from .launcher import RunError, check_standalone, run_graph, run_group
 from .nodedoc import describe_nodes, describe_types
 from .transport import create_keys
 
@@ -35,16 +35,22 @@ def cmd_run(args) -> int:
     graph = _load(args)
     if graph is None:
         return 2
+    if args.replica is not None and not args.group:
+        print("error: --replica needs --group", file=sys.stderr)
+        return 2
     try:
         if args.group:
             if args.group not in graph.groups:
                 print(f"error: {args.graph}: no group named '{args.group}' "
                       f"(groups: {', '.join(graph.groups)})", file=sys.stderr)
                 return 2
-            endpoints = json.loads(args.endpoints) if args.endpoints else None
-            return run_group(graph, args.group, endpoints=endpoints, duration=args.duration,
-                             stats_to=args.stats_to, report=args.report,
-                             show_status=not args.quiet,
+            if args.endpoints:  # started by the launcher, which chose every endpoint
+                endpoints, replica = json.loads(args.endpoints), args.replica or 0
+            else:
+                endpoints, replica = None, check_standalone(graph, args.group, args.replica)
+            return run_group(graph, args.group, replica=replica, endpoints=endpoints,
+                             duration=args.duration, stats_to=args.stats_to,
+                             report=args.report, show_status=not args.quiet,
                              connect_timeout_s=args.connect_timeout)
         return run_graph(graph, args.set, duration=args.duration, report=args.report,
                          show_status=not args.quiet)
@@ -89,10 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a node parameter (YAML value), repeatable")
     run.add_argument("--report", metavar="FILE", help="write per-node figures as JSON")
     run.add_argument("--duration", type=float, metavar="S", help="stop sources after S seconds")
-    run.add_argument("--group", help="run only this group (for groups on other hosts)")
+    run.add_argument("--group", help="run only this group, e.g. on its own host; groups find "
+                     "each other through the endpoints in the graph (docs/distributed.md)")
+    run.add_argument("--replica", type=int, metavar="K",
+                     help="with --group, which replica of a group with `replicas:` to run")
     run.add_argument("--quiet", action="store_true", help="no live status line")
     run.add_argument("--connect-timeout", type=float, default=60.0, metavar="S",
-                     help="how long sources wait for peer groups to accept (default 60)")
+                     help="how long sources wait for peer groups before starting without them "
+                          "(their packets are then dropped and counted until they connect; "
+                          "default 60)")
     run.add_argument("--endpoints", help=argparse.SUPPRESS)
     run.add_argument("--stats-to", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)

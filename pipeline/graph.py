@@ -24,12 +24,41 @@ _NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 
 @dataclass
 class GroupSpec:
-    """A set of nodes that run in one process; `endpoint` is where its inbox binds."""
+    """A set of nodes that run in one process — or in `replicas` processes that share the
+    packets sent to the group. `endpoint` is where senders reach its inbox (one per replica),
+    `bind` where the inbox listens if that differs (default: the endpoint itself)."""
 
     name: str
-    endpoint: str | None = None
+    endpoint: str | list[str] | None = None
     host: str = "local"
     line: int = 0
+    replicas: int = 1
+    bind: str | list[str] | None = None
+
+    def endpoints(self) -> list[str] | None:
+        """One endpoint per replica, or None when the graph leaves it to `dance run`."""
+        return _per_replica(self.endpoint, self.replicas)
+
+    def binds(self) -> list[str] | None:
+        return _per_replica(self.bind, self.replicas)
+
+    def worker(self, replica: int) -> str:
+        """The name of one process of this group in reports: `group`, or `group[k]`."""
+        return self.name if self.replicas == 1 else f"{self.name}[{replica}]"
+
+
+_TCP = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[^:/\s]+):(\d+|\*)$")
+LOOPBACK = re.compile(r"^tcp://(127\.[\d.]+|localhost|\[::1\]):")
+
+
+def _per_replica(value: str | list[str] | None, replicas: int) -> list[str] | None:
+    """A list as given; one string for several replicas counts the TCP port up."""
+    if value is None or isinstance(value, list):
+        return value
+    if replicas == 1:
+        return [value]
+    base, _, port = value.rpartition(":")
+    return [f"{base}:{int(port) + k}" for k in range(replicas)]
 
 
 @dataclass
@@ -164,13 +193,46 @@ def _parse_groups(raw: Any, errors: _Errors) -> dict[str, GroupSpec]:
     for name, settings in raw.items():
         line = raw.key_line(name)
         settings = settings or {}
-        unknown = set(settings) - {"endpoint", "host"}
+        if not isinstance(settings, dict):
+            errors.add(line, f"group '{name}': settings must be a mapping (endpoint, host, "
+                             f"bind, replicas)")
+            settings = {}
+        unknown = set(settings) - {"endpoint", "host", "bind", "replicas"}
         if unknown:
             errors.add(line, f"group '{name}': unknown keys {sorted(unknown)} "
-                             f"(allowed: endpoint, host)")
+                             f"(allowed: endpoint, host, bind, replicas)")
+        endpoint, bind = settings.get("endpoint"), settings.get("bind")
+        replicas = settings.get("replicas", len(endpoint) if isinstance(endpoint, list) else 1)
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+            errors.add(line, f"group '{name}': replicas must be a positive integer, got "
+                             f"{replicas!r}")
+            replicas = 1
+        for key, value in (("endpoint", endpoint), ("bind", bind)):
+            problem = _address_problem(value, replicas)
+            if problem:
+                errors.add(line, f"group '{name}': {key} {value!r}: {problem}")
+                settings = {**settings, key: None}
         groups[str(name)] = GroupSpec(str(name), settings.get("endpoint"),
-                                      str(settings.get("host", "local")), line)
+                                      str(settings.get("host", "local")), line, replicas,
+                                      settings.get("bind"))
     return groups
+
+
+def _address_problem(value: Any, replicas: int) -> str | None:
+    """Why `value` cannot be an endpoint (or bind address) of a group, or None."""
+    if value is None:
+        return None
+    values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and len(value) != replicas:
+        return f"lists {len(value)} addresses for {replicas} replicas"
+    for item in values:
+        if not isinstance(item, str) or not (item.startswith("ipc://") or _TCP.match(item)):
+            return "expected tcp://ADDRESS:PORT (or ipc://PATH)"
+    if replicas > 1 and isinstance(value, str):
+        if not _TCP.match(value) or value.endswith(":*"):
+            return "one address for several replicas must be tcp://ADDRESS:PORT (replica k " \
+                   "gets PORT+k), or give a list with one address per replica"
+    return None
 
 
 def _parse_node(item: Any, line: int, errors: _Errors) -> NodeSpec | None:
@@ -255,6 +317,7 @@ def _validate(graph: Graph, errors: _Errors) -> None:
     for edge in graph.edges:
         _check_edge(graph, edge, errors)
     _check_cycles(graph, errors)
+    _check_groups(graph, errors)
 
 
 def _check_params(spec: NodeSpec, errors: _Errors) -> None:
@@ -320,6 +383,40 @@ def _check_cycles(graph: Graph, errors: _Errors) -> None:
     for name in graph.nodes:
         if name not in state:
             visit(name, [name])
+
+
+def _check_groups(graph: Graph, errors: _Errors) -> None:
+    """Replicas share what their group receives, so they cannot hold sources; a group that
+    receives from another host needs an endpoint that host can reach."""
+    for spec in graph.nodes.values():
+        group = graph.groups.get(spec.group)
+        if group and group.replicas > 1 and is_source(spec):
+            errors.add(spec.line, f"source in group '{group.name}', which has "
+                                  f"{group.replicas} replicas: each replica would produce its "
+                                  f"own copy of the stream; put sources in a group of their own",
+                       spec.name)
+    reported = set()
+    for edge in graph.edges:
+        src, dst = graph.nodes.get(edge.src), graph.nodes.get(edge.dst)
+        if src is None or dst is None or src.group not in graph.groups \
+                or dst.group not in graph.groups:
+            continue
+        sender, receiver = graph.groups[src.group], graph.groups[dst.group]
+        if sender.host == receiver.host or receiver.name in reported:
+            continue
+        reported.add(receiver.name)
+        endpoints = receiver.endpoints() or []
+        if not endpoints:
+            errors.add(receiver.line, f"group '{receiver.name}' (host '{receiver.host}') "
+                                      f"receives from group '{sender.name}' on host "
+                                      f"'{sender.host}' and needs an 'endpoint:' that host can "
+                                      f"reach, e.g. tcp://192.168.1.20:6000")
+        elif any(LOOPBACK.match(e) for e in endpoints):
+            errors.add(receiver.line, f"group '{receiver.name}' (host '{receiver.host}') "
+                                      f"receives from group '{sender.name}' on host "
+                                      f"'{sender.host}', which cannot reach the loopback "
+                                      f"endpoint {endpoints[0]}; use an address of host "
+                                      f"'{receiver.host}' (and `bind:` if it listens elsewhere)")
 
 
 def is_source(spec: NodeSpec) -> bool:

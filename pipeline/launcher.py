@@ -1,8 +1,10 @@
-"""`dance run`: one group in this process, or one worker process per local group.
+"""`dance run`: one group in this process, or one worker process per local group (and per
+replica of a replicated group).
 
-Workers are `dance run GRAPH --group NAME` processes; they report per-node figures to the
-launcher as JSON over a ZeroMQ PUSH socket, and the launcher prints one status line and writes
-the report. Groups on other hosts (`host:` in the graph) are started there by the user.
+Workers are `dance run GRAPH --group NAME [--replica K]` processes; they report per-node figures
+to the launcher as JSON over a ZeroMQ PUSH socket, and the launcher prints one status line and
+writes the report. Groups on other hosts (`host:` in the graph) are started there by the user,
+with the same command; they find each other through the endpoints written in the graph.
 """
 from __future__ import annotations
 
@@ -28,18 +30,42 @@ class RunError(RuntimeError):
     pass
 
 
-def resolve_endpoints(graph: Graph, given: dict[str, str] | None = None) -> dict[str, str]:
-    """Every group's inbox endpoint: from --endpoints, then the graph, then a free local port."""
+def resolve_endpoints(graph: Graph,
+                      given: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """Every group's inbox endpoints, one per replica: from --endpoints (the launcher's
+    choice), then the graph, then free ports on 127.0.0.1."""
     endpoints = {}
     for name, group in graph.groups.items():
-        endpoint = (given or {}).get(name) or group.endpoint
-        if endpoint is None:
-            if group.host != "local":
-                raise RunError(f"{graph.path}:{group.line}: group '{name}' runs on host "
-                               f"'{group.host}' and needs an 'endpoint:'")
-            endpoint = free_endpoint()
-        endpoints[name] = endpoint
+        endpoints[name] = ((given or {}).get(name) or group.endpoints()
+                           or [free_endpoint() for _ in range(group.replicas)])
     return endpoints
+
+
+def check_standalone(graph: Graph, group: str, replica: int | None) -> int:
+    """For `--group` without the launcher: the replica to run, after checking that every group
+    this one exchanges packets with has its endpoint in the graph (the only way to find it)."""
+    spec = graph.groups[group]
+    if replica is None and spec.replicas > 1:
+        raise RunError(f"group '{group}' has {spec.replicas} replicas: start each with "
+                       f"--replica 0..{spec.replicas - 1}")
+    replica = replica or 0
+    if not 0 <= replica < spec.replicas:
+        raise RunError(f"--replica {replica}: group '{group}' has replicas 0..{spec.replicas - 1}")
+    peers = set()
+    for edge in graph.edges:
+        if graph.crossing(edge):
+            src, dst = graph.nodes[edge.src].group, graph.nodes[edge.dst].group
+            if src == group:
+                peers.add(dst)
+            elif dst == group:
+                peers.add(group)
+    for name in sorted(peers):
+        if graph.groups[name].endpoints() is None:
+            raise RunError(f"{graph.path}:{graph.groups[name].line}: group '{name}' needs an "
+                           f"'endpoint:' for groups started one by one with --group (e.g. "
+                           f"endpoint: \"tcp://127.0.0.1:6000\"); only `dance run` without "
+                           f"--group picks ports by itself")
+    return replica
 
 
 def _install_stop_handlers(request_stop) -> None:
@@ -65,12 +91,14 @@ def _stop_after(runner: GroupRunner, seconds: float) -> None:
     timer.start()
 
 
-def run_group(graph: Graph, group: str, *, endpoints: dict[str, str] | None = None,
-              duration: float | None = None, stats_to: str | None = None,
-              report: str | None = None, show_status: bool = True,
-              connect_timeout_s: float = 60.0) -> int:
-    """Run one group here. As a worker (`stats_to`), stream figures to the launcher."""
+def run_group(graph: Graph, group: str, *, replica: int = 0,
+              endpoints: dict[str, list[str]] | None = None, duration: float | None = None,
+              stats_to: str | None = None, report: str | None = None,
+              show_status: bool = True, connect_timeout_s: float = 60.0) -> int:
+    """Run one group (one replica of it) here. As a worker (`stats_to`), stream figures to the
+    launcher."""
     endpoints = resolve_endpoints(graph, endpoints)
+    worker = graph.groups[group].worker(replica)
     ctx = zmq.Context.instance()
     push = None
     if stats_to:
@@ -86,11 +114,11 @@ def run_group(graph: Graph, group: str, *, endpoints: dict[str, str] | None = No
             return
         last[0] = now
         if push is not None:
-            push.send_json({"group": group, "final": False, **snapshot})
+            push.send_json({"group": worker, "final": False, **snapshot})
         status.update(snapshot["nodes"])
 
     runner = GroupRunner(graph, group, endpoints, on_status=on_status,
-                         connect_timeout_s=connect_timeout_s)
+                         connect_timeout_s=connect_timeout_s, replica=replica)
 
     def request_stop(hard: bool = False) -> None:
         runner.request_stop(hard)
@@ -106,7 +134,7 @@ def run_group(graph: Graph, group: str, *, endpoints: dict[str, str] | None = No
     if runner.error:
         print(f"error: {runner.error}", file=sys.stderr)
     if push is not None:
-        push.send_json({"group": group, "final": True, **snapshot})
+        push.send_json({"group": worker, "final": True, **snapshot})
         push.close()
     else:
         result = _report(graph, time.monotonic() - started, code, [snapshot])
@@ -122,25 +150,29 @@ def run_graph(graph: Graph, overrides: list[str], *, duration: float | None = No
     if len(graph.groups) == 1:
         return run_group(graph, next(iter(graph.groups)), duration=duration, report=report,
                          show_status=show_status)
-    local = [name for name, g in graph.groups.items() if g.host == "local"]
+    local = [(name, k) for name, g in graph.groups.items() if g.host == "local"
+             for k in range(g.replicas)]
     endpoints = resolve_endpoints(graph)
     for name, group in graph.groups.items():
         if group.host != "local":
+            replicas = f" --replica K (K = 0..{group.replicas - 1})" if group.replicas > 1 else ""
             print(f"note: group '{name}' runs on host '{group.host}': start it there with "
-                  f"`dance run {graph.path} --group {name}`", file=sys.stderr)
+                  f"`dance run {graph.path} --group {name}{replicas}`", file=sys.stderr)
     ctx = zmq.Context.instance()
     pull = ctx.socket(zmq.PULL)
     pull.linger = 0
     stats_to = free_endpoint()
     pull.bind(stats_to)
     workers = {}
-    for name in local:
+    for name, replica in local:
         cmd = [sys.executable, "-m", "pipeline.cli", "run", graph.path, "--group", name,
-               "--endpoints", json.dumps(endpoints), "--stats-to", stats_to]
+               "--replica", str(replica), "--endpoints", json.dumps(endpoints),
+               "--stats-to", stats_to]
         cmd += [arg for item in overrides for arg in ("--set", item)]
         if duration:
             cmd += ["--duration", str(duration)]
-        workers[name] = subprocess.Popen(cmd, start_new_session=True)
+        workers[graph.groups[name].worker(replica)] = subprocess.Popen(cmd,
+                                                                       start_new_session=True)
     stopping = []
 
     def request_stop(hard: bool = False) -> None:
@@ -169,12 +201,17 @@ def run_graph(graph: Graph, overrides: list[str], *, duration: float | None = No
         print(f"error: group '{name}' exited with code {codes[name]} without a final report",
               file=sys.stderr)
     result = _report(graph, time.monotonic() - started, code, list(latest.values()))
-    result["groups"] = {name: {"exit_code": c, "endpoint": endpoints[name]}
+    result["groups"] = {name: {"exit_code": c, "endpoint": _endpoint_of(graph, name, endpoints)}
                         for name, c in codes.items()}
     print_summary(result)
     if report:
         _write_report(report, result)
     return code
+
+
+def _endpoint_of(graph: Graph, worker: str, endpoints: dict[str, list[str]]) -> str:
+    group, _, replica = worker.partition("[")
+    return endpoints[group][int(replica.rstrip("]") or 0)]
 
 
 def _report(graph: Graph, wall_s: float, code: int, snapshots: list[dict]) -> dict:
@@ -183,10 +220,11 @@ def _report(graph: Graph, wall_s: float, code: int, snapshots: list[dict]) -> di
         nodes.update(snap["nodes"])
         links.update(snap.get("links", {}))
     order = {name: i for i, name in enumerate(graph.nodes)}
+    order.update({name: order.get(name.partition("[")[0], 0) for name in nodes})
     errors = [s["error"] for s in snapshots if s.get("error")]
     return {"graph": graph.name, "file": graph.path, "wall_s": round(wall_s, 3),
             "exit_code": code, "error": errors[0] if errors else None,
-            "nodes": dict(sorted(nodes.items(), key=lambda kv: order.get(kv[0], 0))),
+            "nodes": dict(sorted(nodes.items(), key=lambda kv: (order.get(kv[0], 0), kv[0]))),
             "links": links}
 
 

@@ -7,6 +7,7 @@ outputs. Edges to other groups go through `transport.LinkSender`.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import traceback
@@ -130,21 +131,23 @@ class Inbox:
 class GroupRunner:
     """Builds and runs the nodes of `group`; `run()` returns once they have all finished."""
 
-    def __init__(self, graph: Graph, group: str, endpoints: dict[str, str],
+    def __init__(self, graph: Graph, group: str, endpoints: dict[str, list[str]],
                  on_status: Callable[[dict], None] | None = None,
-                 connect_timeout_s: float = 60.0):
+                 connect_timeout_s: float = 60.0, replica: int = 0):
         self.graph, self.group, self.endpoints = graph, group, endpoints
         self.on_status, self.connect_timeout_s = on_status, connect_timeout_s
+        self.replica = replica
+        self.worker = graph.groups[group].worker(replica)  # this process's name in reports
         self.stop = threading.Event()       # ask sources to end; the rest drains
         self.hard_stop = threading.Event()  # abandon queues (second Ctrl-C, failure)
         self.error: str | None = None
         self.specs = graph.group_nodes(group)
-        self.stats = {s.name: NodeStats(group, s.type) for s in self.specs}
+        self.stats = {s.name: NodeStats(self.worker, s.type) for s in self.specs}
         self.inboxes = {s.name: Inbox(self.stats[s.name]) for s in self.specs}
         self.ctx: zmq.Context | None = None
         self.receiver: LinkReceiver | None = None
         self.curve: CurveServer | None = None
-        self._remote_routes: dict[str, tuple[Inbox, int]] = {}
+        self._remote_routes: dict[str, list] = {}  # edge -> [inbox, index, EOS still due]
         self._senders: list[LinkSender] = []
         self.nodes: dict[str, Node] = {}
 
@@ -174,15 +177,14 @@ class GroupRunner:
     def _remote_route(self, spec: NodeSpec, edge: EdgeSpec):
         dst_group = self.graph.nodes[edge.dst].group
         sender = LinkSender(self.ctx, self.endpoints[dst_group], hwm=edge.size,
-                            curve_keys=self.graph.curve_keys)
+                            curve_keys=self.graph.curve_keys, peer=f"group '{dst_group}'")
         self._senders.append(sender)
         route, stats = route_prefix(edge.key), self.stats[spec.name]
         wait = edge.policy == "block"
 
         def deliver(packet: Packet | None, eos: bool) -> None:
             if eos:
-                sender.send(route, wire.end_of_stream(), True,
-                            self.hard_stop)
+                sender.send_to_all(route, wire.end_of_stream(), self.hard_stop)
             elif not sender.send(route, wire.encode(packet), wait, self.hard_stop):
                 stats.dropped_out += 1
         return deliver
@@ -191,9 +193,11 @@ class GroupRunner:
         target = self._remote_routes.get(route)
         if target is None:
             return False
-        inbox, index = target
+        inbox, index, _ = target
         if eos:
-            inbox.close(index)
+            target[2] -= 1  # every replica of the sending group ends the edge
+            if target[2] <= 0:
+                inbox.close(index)
         else:
             inbox.put(index, packet, self.hard_stop)
         return True
@@ -207,12 +211,15 @@ class GroupRunner:
             self.ctx = zmq.Context()
         for edge in incoming:
             inbox = self.inboxes[edge.dst]
-            self._remote_routes[edge.key] = (inbox, inbox.add_edge(edge))
+            senders = self.graph.groups[self.graph.nodes[edge.src].group].replicas
+            self._remote_routes[edge.key] = [inbox, inbox.add_edge(edge), senders]
         if incoming:
             if self.graph.curve_keys:
                 self.curve = CurveServer(self.ctx, self.graph.curve_keys)
             hwm = max(e.size for e in incoming) * 2
-            self.receiver = LinkReceiver(self.ctx, self.endpoints[self.group],
+            group = self.graph.groups[self.group]
+            bind = (group.binds() or self.endpoints[self.group])[self.replica]
+            self.receiver = LinkReceiver(self.ctx, bind,
                                          self._accept_remote, hwm=hwm, curve=self.curve)
 
     # -- running ------------------------------------------------------------------------------
@@ -235,23 +242,34 @@ class GroupRunner:
             thread.start()
         if self.receiver:
             self.receiver.start()
+        # Sources start once the peers are connected, or after the timeout without them: a
+        # missing peer costs counted drops, never a stalled sensor.
         for sender in self._senders:
-            if not sender.wait_connected(self.connect_timeout_s) and not self.error:
-                self.error = (f"group '{self.group}': no connection to {sender.endpoint} within "
-                              f"{self.connect_timeout_s:.0f} s (is the peer group running?)")
-                self.stop.set()
-                self.hard_stop.set()
+            sender.wait_connected(self.connect_timeout_s)
         try:
             ready.wait()
         except threading.BrokenBarrierError:
             pass
+        started, waiting_warned = time.monotonic(), False
         try:
             while any(t.is_alive() for t in threads):
                 for thread in threads:
                     thread.join(0.5)
                 if self.on_status:
                     self.on_status(self.snapshot())
+                if (self.receiver and not waiting_warned and not self.receiver.peers
+                        and not self.receiver.received
+                        and time.monotonic() - started > self.connect_timeout_s):
+                    waiting_warned = True
+                    print(f"warning: group '{self.worker}': no sender has connected to "
+                          f"{self.receiver.endpoint} after {self.connect_timeout_s:g} s; still "
+                          f"waiting (start the groups that send to it)", file=sys.stderr)
         finally:
+            never = [e for sender in self._senders for e in sender.never_connected()]
+            if never and not self.error:
+                self.error = (f"group '{self.worker}': no connection to {', '.join(never)} "
+                              f"during the run (is that group running?); what was sent to it "
+                              f"is counted as dropped_out")
             self._close()
         return 1 if self.error else 0
 
@@ -336,10 +354,12 @@ class GroupRunner:
             self.hard_stop.set()
 
     def snapshot(self) -> dict:
-        nodes = {name: {**s.snapshot(), **getattr(self.nodes.get(name), "counters", {})}
+        """Figures of this process; with replicas, node `x` of replica k reports as `x[k]`."""
+        suffix = self.worker[len(self.group):]
+        nodes = {name + suffix: {**s.snapshot(), **getattr(self.nodes.get(name), "counters", {})}
                  for name, s in self.stats.items()}
         return {"nodes": nodes,
-                "links": {self.group: self.receiver.stats()} if self.receiver else {},
+                "links": {self.worker: self.receiver.stats()} if self.receiver else {},
                 "error": self.error}
 
     def _close(self) -> None:

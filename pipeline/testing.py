@@ -90,8 +90,12 @@ class NodeHarness:
         self.node.setup()
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.node.teardown()
+    def __exit__(self, exc_type, *exc_info) -> None:
+        try:
+            if exc_type is None and not isinstance(self.node, Source):
+                self.node.end_of_input()  # as at end of stream: joins flush what is unmatched
+        finally:
+            self.node.teardown()
 
     def _collect(self, port: str, packet: Packet) -> None:
         if port not in self.node.outputs:

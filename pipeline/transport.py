@@ -81,80 +81,167 @@ def apply_curve_client(sock: zmq.Socket, keys_dir: str) -> None:
         server_public
 
 
-class LinkSender:
-    """One PUSH socket to a peer group's inbox, used only by the thread of the sending node.
+class _Pipe:
+    """One PUSH socket connected to one inbox, and its connection state (socket monitor)."""
 
-    `block` waits for room as long as the peer is connected (a slow consumer slows the sender,
-    nothing is lost); while no peer is connected, packets are dropped at once and counted, so a
-    dead peer never stalls or bloats the sender. `drop_oldest` / `latest` never wait: ZeroMQ
-    cannot evict its queue, so overflow drops the newest packet here.
-    """
-
-    def __init__(self, ctx: zmq.Context, endpoint: str, hwm: int, curve_keys: str | None = None):
+    def __init__(self, ctx: zmq.Context, endpoint: str, hwm: int, curve_keys: str | None):
         self.endpoint = endpoint
         self.sock = ctx.socket(zmq.PUSH)
         self.sock.sndhwm = max(2, hwm)
         self.sock.immediate = True  # queue only on live connections
         if curve_keys:
             apply_curve_client(self.sock, curve_keys)
-        self._monitor = self.sock.get_monitor_socket(
+        self.monitor = self.sock.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         self.sock.connect(endpoint)
         self.peers = 0
-        self._warned = False
+        self.ever_connected = False
+        self.announced = False  # we said it has no peer; say so when it connects
 
-    def _track_peers(self, timeout_ms: int = 0) -> None:
-        while self._monitor.poll(timeout_ms):
-            event = recv_monitor_message(self._monitor)["event"]
-            self.peers += 1 if event == zmq.EVENT_HANDSHAKE_SUCCEEDED else -1
-            self.peers = max(self.peers, 0)
+    def track(self, timeout_ms: int = 0) -> None:
+        while self.monitor.poll(timeout_ms):
+            event = recv_monitor_message(self.monitor)["event"]
+            self.peers = max(self.peers + (1 if event == zmq.EVENT_HANDSHAKE_SUCCEEDED else -1), 0)
+            self.ever_connected |= self.peers > 0
             timeout_ms = 0
 
-    def wait_connected(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while not self.peers and time.monotonic() < deadline:
-            self._track_peers(POLL_MS)
-        return self.peers > 0
-
-    def _send(self, parts: list) -> None:
-        # After the first part is accepted, ZeroMQ accepts the rest of the message.
+    def send(self, parts: list) -> None:
+        """Send without waiting (raises zmq.Again); once the first part is accepted, ZeroMQ
+        accepts the rest of the message."""
         if len(parts) == 1:
             self.sock.send(parts[0], zmq.NOBLOCK)
         else:
             self.sock.send(parts[0], zmq.NOBLOCK | zmq.SNDMORE)
             self.sock.send(parts[1], copy=False)
 
+    def close(self) -> None:
+        """Close; what is still queued gets up to 30 s to reach a live peer."""
+        self.track()
+        self.sock.linger = 30_000 if self.peers else 0
+        self.sock.disable_monitor()
+        self.monitor.close(0)
+        self.sock.close()
+
+
+class LinkSender:
+    """PUSH sockets to the inbox of a peer group — one per replica of that group — used only by
+    the thread of the sending node. Packets go round-robin to the replicas that are connected
+    and have room, so each packet reaches exactly one of them.
+
+    `block` waits for room as long as some replica is connected (a slow consumer slows the
+    sender, nothing is lost); while none is connected, packets are dropped at once and counted,
+    so a dead or missing peer never stalls or bloats the sender. ZeroMQ keeps reconnecting, and
+    delivery resumes when the peer is back. `drop_oldest` / `latest` never wait: ZeroMQ cannot
+    evict its queue, so overflow drops the newest packet here.
+    """
+
+    def __init__(self, ctx: zmq.Context, endpoints: str | list[str], hwm: int,
+                 curve_keys: str | None = None, peer: str = ""):
+        endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.pipes = [_Pipe(ctx, endpoint, hwm, curve_keys) for endpoint in endpoints]
+        self.endpoint = ", ".join(endpoints)
+        self.label = f"link to {peer} at {self.endpoint}" if peer else f"link to {self.endpoint}"
+        self._next = 0
+        self._poller = zmq.Poller()
+        for pipe in self.pipes:
+            self._poller.register(pipe.sock, zmq.POLLOUT)
+        self.dropped_unconnected = 0  # packets dropped since the link last had a peer
+
+    @property
+    def peers(self) -> int:
+        return sum(pipe.peers for pipe in self.pipes)
+
+    def _track_peers(self, timeout_ms: int = 0) -> None:
+        for pipe in self.pipes:
+            had = pipe.peers
+            pipe.track(timeout_ms)
+            if pipe.peers and pipe.announced:
+                pipe.announced = False
+                dropped = self.dropped_unconnected
+                self.dropped_unconnected = 0
+                which = f": {pipe.endpoint}" if len(self.pipes) > 1 else ""
+                print(f"note: {self.label}{which} is connected" +
+                      (f"; {dropped} packets were dropped while it had no peer" if dropped
+                       else ""), file=sys.stderr)
+            elif had and not pipe.peers and self.peers:
+                pipe.announced = True
+                print(f"warning: {self.label}: lost the peer at {pipe.endpoint}; the other "
+                      f"replicas take its packets until it reconnects", file=sys.stderr)
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Wait until every replica is connected, at most `timeout_s`; True if they are. If
+        not, warn once: the caller goes on, and packets nobody can take are counted drops."""
+        deadline = time.monotonic() + timeout_s
+        while self.missing() and time.monotonic() < deadline:
+            self._track_peers(POLL_MS // len(self.pipes))
+        missing = self.missing()
+        for pipe in self.pipes:
+            pipe.announced = not pipe.peers
+        if missing:
+            which = f" at {', '.join(missing)}" if len(self.pipes) > 1 else ""
+            print(f"warning: {self.label}: no peer{which} after {timeout_s:g} s (is that group "
+                  f"running?); going on, its packets are dropped and counted until it connects",
+                  file=sys.stderr)
+        return not missing
+
+    def missing(self) -> list[str]:
+        """Endpoints without a connected peer."""
+        return [pipe.endpoint for pipe in self.pipes if not pipe.peers]
+
+    def never_connected(self) -> list[str]:
+        return [pipe.endpoint for pipe in self.pipes if not pipe.ever_connected]
+
+    def _send_round_robin(self, parts: list) -> bool:
+        count = len(self.pipes)
+        for i in range(count):
+            index = (self._next + i) % count
+            try:
+                self.pipes[index].send(parts)
+            except zmq.Again:
+                continue
+            self._next = (index + 1) % count
+            return True
+        return False
+
     def send(self, prefix: bytes, frames: list, wait: bool, stop: threading.Event) -> bool:
         """Send one packet's frames behind its route `prefix`; False means it was dropped."""
         parts = wire.pack(frames, prefix)
-        try:
-            self._send(parts)
+        if self._send_round_robin(parts):
+            if self.dropped_unconnected or any(pipe.announced for pipe in self.pipes):
+                self._track_peers()  # a peer is back: say so
             return True
-        except zmq.Again:
-            pass
         while wait and not stop.is_set():
             self._track_peers()
             if not self.peers:
                 break
-            if self.sock.poll(POLL_MS, zmq.POLLOUT):
-                try:
-                    self._send(parts)
-                    return True
-                except zmq.Again:
-                    continue
-        if wait and not self.peers and not self._warned:
-            self._warned = True
-            print(f"warning: link to {self.endpoint} has no peer (gone?); dropping and counting "
-                  f"packets until it reconnects", file=sys.stderr)
+            if self._poller.poll(POLL_MS) and self._send_round_robin(parts):
+                return True
+        self._track_peers()
+        if not self.peers:
+            self.dropped_unconnected += 1
+            if not any(pipe.announced for pipe in self.pipes):
+                for pipe in self.pipes:
+                    pipe.announced = True
+                print(f"warning: {self.label} has no peer (gone?); dropping and counting "
+                      f"packets until it reconnects", file=sys.stderr)
         return False
 
-    def close(self) -> None:
-        """Close; what is still queued gets up to 30 s to reach a live peer."""
+    def send_to_all(self, prefix: bytes, frames: list, stop: threading.Event) -> None:
+        """Send to every connected replica, waiting for room (end of stream reaches them all)."""
+        parts = wire.pack(frames, prefix)
         self._track_peers()
-        self.sock.linger = 30_000 if self.peers else 0
-        self.sock.disable_monitor()
-        self._monitor.close(0)
-        self.sock.close()
+        for pipe in self.pipes:
+            while pipe.peers and not stop.is_set():
+                try:
+                    pipe.send(parts)
+                    break
+                except zmq.Again:
+                    pipe.sock.poll(POLL_MS, zmq.POLLOUT)
+                    pipe.track()
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            pipe.close()
 
 
 class LinkReceiver(threading.Thread):
@@ -171,15 +258,24 @@ class LinkReceiver(threading.Thread):
         self.sock.linger = 0
         if curve:
             curve.apply(self.sock)
+        self._monitor = self.sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         self.sock.bind(endpoint)
         self.endpoint = self.sock.last_endpoint.decode()
         self.received = self.rejected = 0
+        self.peers = 0  # senders connected right now
         self.last_reject = ""
         self.done = threading.Event()
+
+    def _track_peers(self) -> None:
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            self.peers = max(self.peers + (1 if event == zmq.EVENT_HANDSHAKE_SUCCEEDED else -1), 0)
 
     def run(self) -> None:
         try:
             while not self.done.is_set():
+                self._track_peers()
                 if not self.sock.poll(POLL_MS):
                     continue
                 while True:  # drain what is queued before polling again
@@ -192,6 +288,8 @@ class LinkReceiver(threading.Thread):
                         frames.append(self.sock.recv(copy=False))
                     self._accept(frames)
         finally:
+            self.sock.disable_monitor()
+            self._monitor.close(0)
             self.sock.close()
 
     def _accept(self, frames: list) -> None:
@@ -214,4 +312,4 @@ class LinkReceiver(threading.Thread):
 
     def stats(self) -> dict:
         return {"endpoint": self.endpoint, "received": self.received, "rejected": self.rejected,
-                "last_reject": self.last_reject}
+                "last_reject": self.last_reject, "peers": self.peers}
