@@ -11,8 +11,6 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from scipy.stats import binomtest
-
 CONFIDENCE = 0.95
 
 
@@ -31,6 +29,8 @@ class Retention:
             raise ValueError(f"retained={retained} must lie in [0, total={total}]")
         if total == 0:
             return cls(0, 0, math.nan, 0.0, 1.0)
+        from scipy.stats import binomtest  # ~1 s to import: only when a figure is needed
+
         interval = binomtest(retained, total).proportion_ci(CONFIDENCE, method="wilson")
         return cls(retained, total, retained / total, float(interval.low), float(interval.high))
 
