@@ -149,3 +149,15 @@ edges:
     assert "node 'clip' (clip_zero_shot) failed: ClipWeightsError: pretrained tag " \
            "'laion2b_s34b_b79k' of ViT-B-32 is not in the local cache" in errors[0]
     assert "open_clip_model.safetensors" in errors[0]
+
+
+def test_aria_rgb_replays_the_recordings_camera_or_synthetic_frames(aea_vrs):
+    from nodes.aria_rgb import AriaRgb
+    from pipeline.testing import run_source
+    replayed = run_source(AriaRgb(name="glasses", path=str(aea_vrs), speed=0.0, frames=3))
+    assert [p.seq for _, p in replayed] == [0, 1, 2]
+    assert all(port == "image" and p.stream == "camera-rgb" and p.payload.shape == (1408, 1408, 3)
+               for port, p in replayed)
+    assert replayed[1][1].timestamp_ns > replayed[0][1].timestamp_ns
+    synthetic = run_source(AriaRgb(name="glasses", speed=0.0, frames=2))
+    assert [p.payload.shape for _, p in synthetic] == [(1408, 1408, 3)] * 2
