@@ -1,25 +1,36 @@
 """Spatial audio quality: SSDR and SRDR of Watcharasupat & Lerch (ICASSP 2024, "SPAUQ").
 
-The estimate ŝ of a multichannel reference s is split, frame by frame, into a *spatial* part —
-the best explanation of each estimate channel c by delayed, scaled reference channels,
-p_c[n] = Σ_d A_cd · s_d[n − τ_cd] — and a *residual* ŝ − p. Then
+The estimate ŝ of a multichannel reference s is split, frame by frame, into a *spatial* part p —
+each estimate channel c explained by delayed, scaled reference channels — and a *residual* ŝ − p:
 
     SSDR = 10·log10(‖s‖² / ‖p − s‖²)    how far the spatial image moved (delays, gains, leakage)
     SRDR = 10·log10(‖p‖² / ‖ŝ − p‖²)    what is left over (noise, artefacts)
 
 over all channels of a frame, clipped to ±80 dB; the summary is the median over frames.
 
-Semantics follow the authors' reference implementation (github.com/kwatcharasupat/spauq):
-- frames of `window_s` every `hop_s` (defaults 1 s / 0.5 s); a signal shorter than one window
-  is refused; ceil((N − W) / H) + 1 frames, the last one may be shorter than W;
+Two projections (`projection=`):
+- "spauq" (default): what the authors' reference implementation (github.com/kwatcharasupat/spauq,
+  the version with 1 s / 0.5 s / ±0.1 s defaults) computes, and what the DANCE paper's Table 3
+  numbers match: the gains A_c solve the least squares of ŝ_c on the *undelayed* reference
+  channels, and the projection is p_c = (Σ_d A_cd)·s_c. The delays only decide which samples of
+  the frame are scored. Leakage between channels thus shows up in SRDR rather than SSDR, and a
+  delay of the whole estimate is not forgiven.
+- "delayed": the paper's formula, p_c[n] = Σ_d A_cd·s_d[n − τ_cd], with A_c the least squares of
+  ŝ_c on the delayed reference channels. On codec outputs it gives SSDR several dB lower than
+  "spauq" (docs/spatial-audio.md has figures).
+
+Shared semantics, as in the reference implementation:
+- frames of `window_s` every `hop_s`; a signal shorter than one window is refused;
+  ceil((N − W) / H) + 1 frames, the last one may be shorter than W;
 - τ_cd maximises |cross-correlation| of reference d and estimate c within ±round(max_shift_s·fs)
-  samples (first maximum on ties); a channel with std < 1e-8 (silent) gets τ = 0, no gain, and
-  an estimate channel that is silent gets p_c = 0;
-- the delayed reference is the frame rolled circularly; the samples that wrapped round for the
-  largest positive and negative delays are dropped from every channel of that frame;
-- A_c solves the normal equations G_c A_c = b_c with G_c the Gram matrix of the delayed active
-  reference channels and b_c their correlations with ŝ_c (least squares when G_c has full rank,
-  else Tikhonov: (G_c G_cᵀ + λI) A_c = G_c b_c with λ = 1e-6);
+  samples; a channel with std < 1e-8 (silent) gets τ = 0;
+- the frame's first max(τ) samples and last max(−τ) samples (which a circular shift wraps round)
+  are not scored — in "spauq" mode with the reference's exception: nothing is cut at the end when
+  the largest delay is exactly 0;
+- A_c solves the normal equations G A_c = b_c (least squares when G has full rank, else Tikhonov:
+  (G Gᵀ + λI) A_c = G b_c, λ = 1e-6). Active reference channels: in "delayed" mode the non-silent
+  ones; in "spauq" mode all of them if s_c is not silent, none if it is. A silent estimate
+  channel gets p_c = 0;
 - energies are means of squares, ratios clipped to [1e-8, 1e8]; 0/0 counts as 0 dB.
 
 The silence threshold is absolute, as in the reference: pass float audio at full scale ±1
@@ -35,6 +46,7 @@ from scipy import fft as sp_fft
 SILENCE_STD = 1e-8
 TIKHONOV_LAMBDA = 1e-6
 RATIO_FLOOR = 1e-8          # ratios clipped to [1e-8, 1e8]: ±80 dB
+PROJECTIONS = ("spauq", "delayed")
 
 
 @dataclass
@@ -95,24 +107,21 @@ def best_delays(reference: np.ndarray, estimate: np.ndarray, max_shift: int,
     return delays
 
 
-def project(reference: np.ndarray, estimate: np.ndarray, delays: np.ndarray,
-            silence_std: float = SILENCE_STD, tikhonov: float = TIKHONOV_LAMBDA
-            ) -> tuple[slice, np.ndarray, np.ndarray]:
-    """The spatial projection p of one frame: (kept samples, p over them, gains A)."""
-    n, channels = reference.shape
+def scored_samples(delays: np.ndarray, n: int, projection: str) -> slice:
+    """The samples of an n-sample frame that are scored, given its delays."""
     lo, hi = int(delays.min()), int(delays.max())
-    kept = slice(max(0, hi), n + min(0, lo))
-    # shifted[c, d, m] = s_d[m − τ_cd] (circular in the frame; wrapped samples fall outside `kept`)
-    index = (np.arange(n)[kept][None, None, :] - delays[:, :, None]) % n
-    shifted = reference.T[np.arange(channels)[None, :, None], index]     # (C_est, C_ref, M)
-    target = estimate[kept].T                                            # (C_est, M)
-    gram = shifted @ shifted.transpose(0, 2, 1)                          # (C_est, C_ref, C_ref)
-    cross = np.einsum("cdm,cm->cd", shifted, target)
-    active_ref = shifted.std(axis=-1) > silence_std                      # (C_est, C_ref)
-    active_est = target.std(axis=-1) > silence_std
-    gains = np.zeros((channels, channels))
-    for c in np.flatnonzero(active_est):
-        use = np.flatnonzero(active_ref[c])
+    end = n + min(0, lo)
+    if projection == "spauq" and hi == 0:
+        end = n          # the reference implementation keeps the end in this one case
+    return slice(max(0, hi), end)
+
+
+def solve_gains(gram: np.ndarray, cross: np.ndarray, active: np.ndarray,
+                tikhonov: float = TIKHONOV_LAMBDA) -> np.ndarray:
+    """Per estimate channel c, A_c from G_c A_c = b_c over the active reference channels."""
+    gains = np.zeros(cross.shape)
+    for c in range(len(cross)):
+        use = np.flatnonzero(active[c])
         if len(use) == 0:
             continue
         g, b = gram[c][np.ix_(use, use)], cross[c, use]
@@ -121,14 +130,40 @@ def project(reference: np.ndarray, estimate: np.ndarray, delays: np.ndarray,
         else:
             gains[c, use] = np.linalg.lstsq(g @ g.T + tikhonov * np.eye(len(use)), g @ b,
                                             rcond=None)[0]
-    projection = np.einsum("cd,cdm->cm", gains, shifted)
-    return kept, projection, gains
+    return gains
+
+
+def project(reference: np.ndarray, estimate: np.ndarray, delays: np.ndarray,
+            projection: str = "spauq") -> tuple[slice, np.ndarray, np.ndarray]:
+    """The spatial projection p of one frame: (scored samples, p over them, gains A)."""
+    n, channels = reference.shape
+    kept = scored_samples(delays, n, projection)
+    target = estimate[kept].T                                            # (C_est, M)
+    active_est = target.std(axis=-1) > SILENCE_STD
+    if projection == "spauq":
+        basis = reference[kept].T                                        # (C_ref, M)
+        gram = np.broadcast_to(basis @ basis.T, (channels, channels, channels))
+        cross = target @ basis.T
+        active = np.repeat(basis.std(axis=-1)[:, None] > SILENCE_STD, channels, axis=1)
+        active &= active_est[:, None]
+        gains = solve_gains(gram, cross, active)
+        return kept, gains.sum(axis=1)[:, None] * basis, gains
+    # shifted[c, d, m] = s_d[m − τ_cd] (circular in the frame; wrapped samples fall outside `kept`)
+    index = (np.arange(n)[kept][None, None, :] - delays[:, :, None]) % n
+    shifted = reference.T[np.arange(channels)[None, :, None], index]     # (C_est, C_ref, M)
+    gram = shifted @ shifted.transpose(0, 2, 1)                          # (C_est, C_ref, C_ref)
+    cross = np.einsum("cdm,cm->cd", shifted, target)
+    active = (shifted.std(axis=-1) > SILENCE_STD) & active_est[:, None]
+    gains = solve_gains(gram, cross, active)
+    return kept, np.einsum("cd,cdm->cm", gains, shifted), gains
 
 
 def spatial_metrics(reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
-                    window_s: float = 1.0, hop_s: float = 0.5,
-                    max_shift_s: float = 0.1) -> SpatialScores:
+                    window_s: float = 1.0, hop_s: float = 0.5, max_shift_s: float = 0.1,
+                    projection: str = "spauq") -> SpatialScores:
     """SSDR and SRDR of `estimate` against `reference`, both samples×channels (float, ±1 scale)."""
+    if projection not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
     reference = np.asarray(reference, dtype=np.float64)
     estimate = np.asarray(estimate, dtype=np.float64)
     if reference.ndim != 2 or reference.shape != estimate.shape:
@@ -151,8 +186,8 @@ def spatial_metrics(reference: np.ndarray, estimate: np.ndarray, sample_rate: in
         ref, est = reference[start:end], estimate[start:end]
         delays[i] = best_delays(ref, est, max_shift, ref.std(axis=0) >= SILENCE_STD,
                                 est.std(axis=0) >= SILENCE_STD)
-        kept, projection, gains[i] = project(ref, est, delays[i])
+        kept, p, gains[i] = project(ref, est, delays[i], projection)
         s, s_hat = ref[kept].T, est[kept].T
-        ssdr[i] = ratio_db(np.mean(s ** 2), np.mean((projection - s) ** 2))
-        srdr[i] = ratio_db(np.mean(projection ** 2), np.mean((s_hat - projection) ** 2))
+        ssdr[i] = ratio_db(np.mean(s ** 2), np.mean((p - s) ** 2))
+        srdr[i] = ratio_db(np.mean(p ** 2), np.mean((s_hat - p) ** 2))
     return SpatialScores(np.array([b[0] for b in bounds]), ssdr, srdr, delays, gains)

@@ -19,6 +19,8 @@ BUILTIN = {
     "notch": "nodes.audio_dsp:Notch",
     "compand": "nodes.audio_dsp:Compand",
     "expand": "nodes.audio_dsp:Expand",
+    "audio_baseline_encode": "nodes.audio_baselines:AudioBaselineEncode",
+    "audio_baseline_decode": "nodes.audio_baselines:AudioBaselineDecode",
     "image_baseline_encode": "nodes.image_baselines:ImageBaselineEncode",
     "image_baseline_decode": "nodes.image_baselines:ImageBaselineDecode",
 }
