@@ -21,6 +21,7 @@ BUILTIN = {
     "expand": "nodes.audio_dsp:Expand",
     "audio_baseline_encode": "nodes.audio_baselines:AudioBaselineEncode",
     "audio_baseline_decode": "nodes.audio_baselines:AudioBaselineDecode",
+    "spatial_metrics": "nodes.spatial_metrics:SpatialMetrics",
     "image_baseline_encode": "nodes.image_baselines:ImageBaselineEncode",
     "image_baseline_decode": "nodes.image_baselines:ImageBaselineDecode",
 }
