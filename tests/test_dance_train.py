@@ -90,6 +90,26 @@ def test_rate_is_bits_per_input_element():
     assert terms["loss"].item() == pytest.approx(terms["rate"].item() + 100.0 * 0.01)
 
 
+def test_relative_linear_distortion_weights_loud_passages_in_the_linear_domain():
+    from dance.preprocess import AudioPreprocessor, compand
+    pre = AudioPreprocessor(channels=2, scale=2.0 ** 26, mu=255.0)
+    rng = np.random.default_rng(0)
+    linear = rng.normal(0, 1e-4, (2, 2, 480))                       # full-scale floats
+    linear[1] *= 30                                                  # a 30x louder example
+    x = torch.from_numpy(compand(linear, pre.mu, pre.gain)).float()
+    assert torch.allclose(train.expand_torch(x, pre), torch.from_numpy(linear).float(),
+                          rtol=1e-3, atol=1e-9)
+    noisy_linear = linear * 0.9                                      # -20 dB error on each
+    x_hat = torch.from_numpy(compand(noisy_linear, pre.mu, pre.gain)).float()
+    out = {"x_hat": x_hat, "likelihoods": {"y": torch.full((2, 4, 4), 0.5)}}
+    rel = train.rate_distortion(out, x, 1.0, "relative_linear", pre)
+    assert rel["mse"].item() == pytest.approx(0.01, rel=1e-3)      # same relative error: 0.01
+    plain = train.rate_distortion(out, x, 1.0)
+    assert plain["mse"].item() != pytest.approx(0.01, rel=0.1)      # companded MSE differs
+    image = dance("train", "--config", TINY, "--set", "distortion=relative_linear")
+    assert image.returncode == 2 and "distortion" in image.stderr.strip().splitlines()[-1]
+
+
 def test_overrides_edit_the_resolved_model_and_heuristic_targets(tmp_path):
     config = train.load_config(TINY, ["model.decoder.widths=[8,8,8,8,8]", "lmbda=3"])
     assert config["model"]["name"] == "aria-image" and config["model"]["decoder"]["widths"] == [8] * 5
