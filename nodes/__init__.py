@@ -10,6 +10,7 @@ BUILTIN = {
     "replay": "nodes.recording:Replay",
     "jsonl": "nodes.jsonl:JsonlSink",
     "stats": "nodes.stats:StatsSink",
+    "rerun_view": "nodes.rerun_view:RerunView",
     "zmq_pub": "nodes.zmq_bridge:ZmqPub",
     "zmq_sub": "nodes.zmq_bridge:ZmqSub",
     "encode": "nodes.codec:Encode",

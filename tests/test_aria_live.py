@@ -2,6 +2,7 @@
 from the sample recording, must give the packets aria_vrs gives; failures are real SDK failures."""
 from __future__ import annotations
 
+import textwrap
 import threading
 from pathlib import Path
 
@@ -207,3 +208,14 @@ def test_dance_run_reports_unreachable_glasses_in_one_line(tmp_path):
     errors = [line for line in result.stderr.splitlines() if "failed" in line]
     assert len(errors) == 1 and "node 'glasses'" in errors[0]
     assert "cannot connect to Aria glasses at 127.0.0.1" in errors[0]
+
+
+def test_the_graphs_in_the_live_capture_guide_validate(tmp_path):
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "live-capture.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in guide.split("```yaml\n")[1:]]
+    assert len(blocks) == 2 and all("aria_live" in block for block in blocks)
+    for i, block in enumerate(blocks):
+        graph = tmp_path / f"guide{i}.yaml"
+        graph.write_text(textwrap.dedent(block))  # the second one is indented in a list
+        result = dance("validate", graph)
+        assert result.returncode == 0, result.stdout + result.stderr
