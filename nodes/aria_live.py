@@ -177,11 +177,10 @@ class StreamingSession:
 
 
 class AriaLiveSource(Source):
-    """Stream live from Aria glasses (projectaria-client-sdk): camera-rgb frames and mic blocks,
-    the very packets `aria_vrs` emits for a recording, on the device clock.
+    """Stream live from Aria glasses: the same camera-rgb and mic packets `aria_vrs` replays.
 
-    Connects to the glasses on USB (or at `ip`), starts streaming `profile` over `interface` and
-    subscribes; with start_streaming false it only subscribes to a stream started with
+    Connects through projectaria-client-sdk to the glasses on USB (or at `ip`), starts
+    streaming `profile` over `interface` and subscribes; with start_streaming false it only subscribes to a stream started with
     `aria streaming start`. Stops with one line naming the node when the glasses cannot be
     reached, the SDK reports a failure, or nothing arrives for idle_timeout_s."""
 

@@ -92,8 +92,7 @@ def _number(value: Any) -> bool:
 
 
 class RerunView(Node):
-    """Log frames, waveforms, labels, metrics and link figures to the Rerun viewer, on the
-    device-clock timeline.
+    """Show frames, waveforms, labels, metrics and link rates in Rerun, on the device clock.
 
     Streams to a viewer listening at `connect` (start one with `rerun`); when none is listening,
     writes the recording to `path` (open it later with `rerun PATH`). Original and decoded frames
