@@ -1,6 +1,6 @@
 """A custom perception node: mean brightness and motion energy of each camera frame.
 
-The worked example of docs/tutorial-custom-node.md; examples/brightness.yaml runs it.
+A second example of docs/custom-nodes.md, on camera frames; examples/brightness.yaml runs it.
 """
 from __future__ import annotations
 

@@ -1,0 +1,2 @@
+"""dance node types of the example plugin of docs/custom-nodes.md (entry-point group
+`dance.nodes`, declared in pyproject.toml)."""
