@@ -20,9 +20,15 @@ from __future__ import annotations
 
 import math
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from scipy.signal import iirnotch, sosfilt, sosfilt_zi
+
+if TYPE_CHECKING:
+    import torch
+# torch is imported where tensors are made, so the numpy/scipy audio chain (notch, compand nodes,
+# evaluation) runs without loading it
 
 FLOAT_FULL_SCALE = 2.0 ** 31
 AUDIO_DTYPES = ("int32", "int64", "float32", "float64")
@@ -64,9 +70,11 @@ class ImagePreprocessor:
             x *= np.float32(1.0 / (255.0 * pool * pool))
         else:
             x = np.multiply(pixels, np.float32(1.0 / 255.0), dtype=np.float32)
+        import torch
         return torch.from_numpy(x).permute(2, 0, 1).unsqueeze(0)
 
     def inverse(self, x: torch.Tensor, dtype: str = "uint8") -> np.ndarray:
+        import torch
         pixels = x[0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
         return pixels.permute(1, 2, 0).cpu().numpy()
 
@@ -162,10 +170,12 @@ class AudioPreprocessor:
     def compand(self, filtered: np.ndarray) -> torch.Tensor:
         """Filtered counts -> the model's 1×C×T float32 input."""
         y = compand(filtered / FLOAT_FULL_SCALE, self.mu, self.gain)
+        import torch
         return torch.from_numpy(y.T.astype(np.float32)).unsqueeze(0)
 
     def inverse(self, x: torch.Tensor, dtype: str = "int32") -> np.ndarray:
         """The model's 1×C×T output -> frames×channels in `dtype` (floats at full scale)."""
+        import torch
         y = x[0].detach().cpu().to(torch.float64).numpy().T
         linear = expand(y, self.mu, self.gain)
         if dtype.startswith("float"):
@@ -198,6 +208,7 @@ class CompandedInput:
                                   f"{samples.shape} {samples.dtype}")
         if len(samples) and np.abs(samples).max() > 1.0:
             raise PreprocessError("companded audio must lie in [-1, 1]")
+        import torch
         return torch.from_numpy(np.ascontiguousarray(samples.T, dtype=np.float32)).unsqueeze(0)
 
 

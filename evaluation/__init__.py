@@ -10,3 +10,5 @@ import argparse
 
 def register(kinds: argparse._SubParsersAction) -> None:
     """Add every `dance eval KIND` subcommand."""
+    from .audio_table import register as register_audio
+    register_audio(kinds)

@@ -1,0 +1,294 @@
+"""`dance eval audio`: the DANCE paper's Table 3 on your recordings — DANCE audio codecs against
+MP3 and Opus, scored by the spatial metrics SSDR and SRDR.
+
+Every clip (7-channel WAV/FLAC files, or the mic stream of VRS recordings) is notch-filtered
+(dance.preprocess: the DC notch at 10 Hz that the codecs use); that linear signal is the
+reference, and each method's output is brought back to it: MP3 and Opus code the filtered
+signal and decode it lined up (baselines/audio.py); a DANCE codec takes the raw int32 counts
+(filtering and companding inside) and its decoded counts are compared directly. Per method:
+encoder settings and parameters, compression ratio (int32 input bytes / coded bytes, headers
+included), and SSDR and SRDR (evaluation/spatial.py, 1 s frames every 0.5 s; a clip shorter
+than a frame is one frame) as medians over the frames of all clips. Outputs: a table, --report
+JSON, and a PNG of SSDR and SRDR vs compression ratio (--plot).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".vrs"}
+
+
+class EvalError(ValueError):
+    """Bad input to `dance eval audio`, reported as one line."""
+
+
+def register(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "audio", help="Table 3: audio codecs vs MP3 / Opus by SSDR and SRDR",
+        description=__doc__.split("\n\n")[0])
+    p.add_argument("--codec", action="append", default=[], metavar="CKPT",
+                   help="audio checkpoint file or zoo name (aria-audio); repeat for several")
+    p.add_argument("--data", nargs="+", required=True, metavar="PATH",
+                   help="7-channel WAV/FLAC files, folders of them, or VRS recordings")
+    p.add_argument("--mp3", default="48000", metavar="BPS[,BPS...]",
+                   help="MP3 bit rates per channel, bits/s (48000: ~31:1; '' for none)")
+    p.add_argument("--opus", default="6000,12000,24000", metavar="BPS[,BPS...]",
+                   help="Opus bit rates per channel, bits/s ('' for none)")
+    p.add_argument("--max-seconds", type=float, metavar="S",
+                   help="use at most the first S seconds of each clip")
+    p.add_argument("--projection", default="spauq", choices=("spauq", "delayed"),
+                   help="SSDR/SRDR projection (evaluation/spatial.py; default: as the "
+                        "reference implementation)")
+    p.add_argument("--report", type=Path, metavar="JSON", help="write every figure as JSON")
+    p.add_argument("--plot", type=Path, default=Path("runs/eval_audio.png"),
+                   help="PNG of SSDR and SRDR vs compression ratio (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class Method:
+    """One row of the table and its per-clip results."""
+    name: str
+    family: str          # dance, mp3, opus
+    settings: str
+    encoder_params: int
+    coder: object = None
+    clips: list[dict] = field(default_factory=list)
+    ssdr_frames: list[float] = field(default_factory=list)
+    srdr_frames: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        raw = sum(c["raw_bytes"] for c in self.clips)
+        sent = sum(c["bytes"] for c in self.clips)
+        return {"method": self.name, "family": self.family, "settings": self.settings,
+                "encoder_params": self.encoder_params, "clips": len(self.clips),
+                "frames": len(self.ssdr_frames), "bytes": sent, "raw_bytes": raw,
+                "compression_ratio": raw / sent if sent else None,
+                "ssdr_db": _median(self.ssdr_frames), "srdr_db": _median(self.srdr_frames)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from baselines.audio import BaselineError
+    from dance.bitstream import BitstreamError
+    from dance.data import DataError
+    from dance.preprocess import PreprocessError
+    errors: tuple = (EvalError, DataError, BitstreamError, BaselineError, PreprocessError)
+    if args.codec:      # compressai takes seconds to import: only when there are codecs
+        from dance.zoo import CheckpointError
+        errors += (CheckpointError,)
+    try:
+        return _run(args)
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    clips = clip_list(args.data)
+    methods = baseline_methods(args.mp3, args.opus) + load_codecs(args.codec, args.device)
+    if not methods:
+        raise EvalError("nothing to compare: give --codec, --mp3 or --opus")
+    progress = tqdm(total=len(clips) * len(methods), unit="run", desc="dance eval audio",
+                    file=sys.stderr)
+    seconds = 0.0
+    for path in clips:
+        raw, rate = read_clip(path, args.max_seconds)
+        seconds += len(raw) / rate
+        for method in methods:
+            progress.set_postfix_str(f"{Path(path).name} {method.name}")
+            evaluate(method, path, raw, rate, args.projection)
+            progress.update()
+    progress.close()
+    summaries = [m.summary() for m in methods]
+    print_table(summaries, len(clips), seconds)
+    plot_scores(summaries, args.plot)
+    print(f"plot: {args.plot}")
+    if args.report:
+        write_report(args, summaries, methods, seconds, time.monotonic() - started)
+        print(f"report: {args.report}")
+    return 0
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def clip_list(paths: list[str]) -> list[Path]:
+    from dance.data import find_recordings
+    return find_recordings(paths, AUDIO_SUFFIXES)
+
+
+def read_clip(path: Path, max_seconds: float | None):
+    """(int32 frames×channels, sample rate) of a WAV/FLAC file or a VRS mic stream."""
+    import numpy as np
+
+    from dance.data import DataError, open_vrs, read_vrs_audio
+    if path.suffix.lower() == ".vrs":
+        raw, rate = read_vrs_audio(open_vrs(path), path), 48000
+    else:
+        import soundfile as sf
+        try:
+            raw, rate = sf.read(str(path), dtype="int32", always_2d=True)
+        except (RuntimeError, sf.LibsndfileError) as exc:
+            raise DataError(f"{path}: cannot read audio ({exc})") from None
+    if max_seconds:
+        raw = raw[:int(max_seconds * rate)]
+    if raw.shape[1] < 2 or len(raw) < rate // 100:
+        raise DataError(f"{path}: {raw.shape[1]} channels × {len(raw)} samples; spatial "
+                        f"metrics need 2+ channels and at least 10 ms")
+    return np.ascontiguousarray(raw), int(rate)
+
+
+def _rates(text: str, flag: str) -> list[int]:
+    try:
+        return [int(float(v)) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise EvalError(f"{flag} takes bit rates like 6000,12000, got {text!r}") from None
+
+
+def baseline_methods(mp3: str, opus: str) -> list[Method]:
+    methods = [Method(f"MP3 {b // 1000:g}k", "mp3", f"{b / 1000:g} kb/s/ch CBR", 0, b)
+               for b in _rates(mp3, "--mp3")]
+    methods += [Method(f"Opus {b // 1000:g}k", "opus", f"{b / 1000:g} kb/s/ch", 0, b)
+                for b in _rates(opus, "--opus")]
+    return methods
+
+
+def load_codecs(names: list[str], device: str) -> list[Method]:
+    from dance.analysis import model_report
+    from dance.zoo import load_codec
+    methods = []
+    for name in names:
+        codec = load_codec(name, device=device)
+        if codec.kind != "audio":
+            raise EvalError(f"--codec {name} is an {codec.kind} codec; this table needs audio "
+                            f"codecs")
+        params = model_report(codec.model)["encoder_params"]
+        methods.append(Method(codec.name, "dance", f"{codec.id}", params, codec))
+    return methods
+
+
+# -- one clip through one method ---------------------------------------------------------------
+def evaluate(method: Method, path: Path, raw, rate: int, projection: str) -> None:
+    import numpy as np
+
+    from baselines.audio import AudioBaselineDecoder, AudioBaselineEncoder
+    from dance.preprocess import FLOAT_FULL_SCALE, notch_filter
+    from evaluation.spatial import spatial_metrics
+
+    reference = notch_filter(raw, rate)
+    if method.family == "dance":
+        data = method.coder.compress(raw, sample_rate=rate)
+        sizes = [len(data)]
+        estimate = method.coder.decompress(data).astype(np.float64) / FLOAT_FULL_SCALE
+    else:
+        encoder = AudioBaselineEncoder(method.family, method.coder, raw.shape[1], rate)
+        decoder = AudioBaselineDecoder()
+        containers = [encoder.encode(reference), encoder.flush()]
+        sizes = [len(c) for c in containers]
+        estimate = np.concatenate([decoder.decode(c) for c in containers]).astype(np.float64)
+    window = min(1.0, len(raw) / rate)
+    scores = spatial_metrics(reference, estimate, rate, window_s=window, hop_s=window / 2,
+                             projection=projection)
+    method.ssdr_frames += scores.frame_ssdr_db.tolist()
+    method.srdr_frames += scores.frame_srdr_db.tolist()
+    method.clips.append({"clip": str(path), "seconds": len(raw) / rate, "bytes": sum(sizes),
+                         "raw_bytes": raw.shape[0] * raw.shape[1] * 4,
+                         "frames": len(scores.frame_ssdr_db),
+                         "ssdr_db": scores.ssdr_db, "srdr_db": scores.srdr_db})
+
+
+# -- outputs -----------------------------------------------------------------------------------
+def print_table(summaries: list[dict], clips: int, seconds: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"dance eval audio: {clips} clips, {seconds:.1f} s",
+                  caption="ratio: int32 bytes / coded bytes; SSDR, SRDR: medians over 1 s "
+                          "frames")
+    for column in ("method", "settings", "enc. params", "ratio", "SSDR dB", "SRDR dB"):
+        table.add_column(column, justify="left" if column in ("method", "settings") else "right")
+    for s in summaries:
+        ratio = s["compression_ratio"]
+        table.add_row(s["method"], s["settings"], f"{s['encoder_params']:,}",
+                      f"{ratio:.1f}:1" if ratio else "—", _fmt(s["ssdr_db"], "{:.2f}"),
+                      _fmt(s["srdr_db"], "{:.2f}"))
+    Console().print(table)
+
+
+def plot_scores(summaries: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    markers = {"dance": "o", "mp3": "s", "opus": "^"}
+    for ax, key, label in ((axes[0], "ssdr_db", "SSDR (dB)"), (axes[1], "srdr_db", "SRDR (dB)")):
+        for family in ("dance", "mp3", "opus"):
+            rows = [s for s in summaries if s["family"] == family
+                    and s["compression_ratio"] and _finite(s[key])]
+            rows.sort(key=lambda s: s["compression_ratio"])
+            if not rows:
+                continue
+            ax.plot([s["compression_ratio"] for s in rows], [s[key] for s in rows],
+                    marker=markers[family], linestyle="-" if family == "opus" else "none",
+                    label=family.upper() if family != "dance" else "DANCE")
+            for s in rows:
+                ax.annotate(s["method"], (s["compression_ratio"], s[key]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}:1"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("compression ratio (vs int32)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("spatial audio: quality vs compression")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def write_report(args: argparse.Namespace, summaries: list[dict], methods: list[Method],
+                 seconds: float, wall_s: float) -> None:
+    import json
+    report = {"command": "dance eval audio", "codecs": args.codec, "data": args.data,
+              "projection": args.projection, "audio_seconds": round(seconds, 3),
+              "wall_s": round(wall_s, 1), "methods": summaries,
+              "per_clip": {m.name: m.clips for m in methods}}
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(json.dumps(_json_safe(report), indent=1, allow_nan=False) + "\n")
+
+
+def _median(values: list[float]) -> float | None:
+    import numpy as np
+    return float(np.median(values)) if values else None
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _fmt(value, pattern: str) -> str:
+    return "—" if value is None or not math.isfinite(value) else pattern.format(value)
+
+
+def _json_safe(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
