@@ -245,7 +245,7 @@ class GroupRunner:
         # Sources start once the peers are connected, or after the timeout without them: a
         # missing peer costs counted drops, never a stalled sensor.
         for sender in self._senders:
-            sender.wait_connected(self.connect_timeout_s)
+            sender.wait_connected(self.connect_timeout_s, self.stop)
         try:
             ready.wait()
         except threading.BrokenBarrierError:

@@ -1,4 +1,5 @@
-"""ZeroMQ links between process groups: PUSH senders, one PULL inbox per group.
+"""ZeroMQ links between process groups: PUSH senders, one PULL inbox per group (per replica of a
+replicated group; a sender then round-robins over the replicas' inboxes).
 
 A link message is one wire-format packet (pipeline/wire.py, `wire.pack`: one frame, or two for
 bodies over 64 KiB) whose first frame starts with the route: a u16 length and the name of the
@@ -168,16 +169,17 @@ class LinkSender:
                 print(f"warning: {self.label}: lost the peer at {pipe.endpoint}; the other "
                       f"replicas take its packets until it reconnects", file=sys.stderr)
 
-    def wait_connected(self, timeout_s: float) -> bool:
-        """Wait until every replica is connected, at most `timeout_s`; True if they are. If
-        not, warn once: the caller goes on, and packets nobody can take are counted drops."""
+    def wait_connected(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
+        """Wait until every replica is connected, at most `timeout_s` (or until `stop`); True if
+        they are. If not, warn once: the caller goes on, and packets nobody can take are
+        counted drops."""
         deadline = time.monotonic() + timeout_s
-        while self.missing() and time.monotonic() < deadline:
+        while self.missing() and time.monotonic() < deadline and not (stop and stop.is_set()):
             self._track_peers(POLL_MS // len(self.pipes))
         missing = self.missing()
         for pipe in self.pipes:
             pipe.announced = not pipe.peers
-        if missing:
+        if missing and not (stop and stop.is_set()):
             which = f" at {', '.join(missing)}" if len(self.pipes) > 1 else ""
             print(f"warning: {self.label}: no peer{which} after {timeout_s:g} s (is that group "
                   f"running?); going on, its packets are dropped and counted until it connects",

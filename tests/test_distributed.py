@@ -247,3 +247,15 @@ edges: [src.out -> sink.inp]
 """)
     result = dance("validate", path)
     assert result.returncode == 0, result.stderr
+
+
+def test_documented_graphs_validate(tmp_path):
+    """The layout in docs/distributed.md and examples/split_hosts.yaml are valid graphs."""
+    text = (ROOT / "docs" / "distributed.md").read_text()
+    start = text.index("# graph.yaml, copied to every machine\n")
+    doc_graph = tmp_path / "graph.yaml"
+    doc_graph.write_text(text[start:text.index("```", start)])
+    for path in (doc_graph, ROOT / "examples" / "split_hosts.yaml"):
+        result = dance("validate", path)
+        assert result.returncode == 0, result.stderr
+        assert "3 groups" in result.stdout
