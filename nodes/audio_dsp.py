@@ -20,6 +20,19 @@ MU_LAW = "mu-law"
 LINEAR = "linear"
 
 
+def codec_preprocess(node: Node, checkpoint: str) -> dict:
+    """The preprocess settings stored in a DANCE audio checkpoint (file or zoo name)."""
+    from dance.zoo import CheckpointError, load_checkpoint, resolve_checkpoint
+    try:
+        config = load_checkpoint(resolve_checkpoint(checkpoint))["config"]
+    except CheckpointError as exc:
+        raise ValueError(f"node '{node.name}': {exc}") from None
+    spec = dict(config.get("preprocess") or {})
+    if spec.get("type") != "audio":
+        raise ValueError(f"node '{node.name}': checkpoint {checkpoint} is not an audio codec")
+    return spec
+
+
 def _samples(node: Node, packet: Packet) -> np.ndarray:
     try:
         return full_scale(np.asarray(packet.payload))
@@ -43,9 +56,16 @@ class Notch(Node):
                                  "0: off)", min=0.0)
     mains_harmonics = Param(int, 3, "how many multiples of mains_hz to notch", min=1)
     mains_q = Param(float, 30.0, "quality factor of each mains notch (width = f/Q)", min=0.1)
+    checkpoint = Param(str, "", "a DANCE audio codec (file or zoo name) whose stored notch "
+                                "settings replace the ones above, so its input matches training")
 
     def setup(self) -> None:
         self._filters: dict[str, NotchFilter] = {}
+        if self.checkpoint:
+            spec = codec_preprocess(self, self.checkpoint)
+            for key in ("dc_cutoff_hz", "mains_hz", "mains_harmonics", "mains_q"):
+                if key in spec:
+                    setattr(self, key, type(getattr(self, key))(spec[key]))
 
     def on_audio(self, packet: Packet) -> Packet:
         samples = _samples(self, packet)
@@ -73,6 +93,14 @@ class Compand(Node):
     mu = Param(float, 65535.0, "μ of the μ-law (the aria-audio codec uses 65535)", min=1.0)
     scale = Param(float, FLOAT_FULL_SCALE, "int32 counts that map to ±1 before companding",
                   min=1.0)
+    checkpoint = Param(str, "", "a DANCE audio codec (file or zoo name) whose stored mu and "
+                                "scale replace the ones above (the encode node requires them)")
+
+    def setup(self) -> None:
+        if self.checkpoint:
+            spec = codec_preprocess(self, self.checkpoint)
+            self.mu, self.scale = float(spec.get("mu", self.mu)), float(spec.get("scale",
+                                                                                self.scale))
 
     def on_audio(self, packet: Packet) -> Packet:
         if packet.meta.get("domain") == MU_LAW:

@@ -131,3 +131,19 @@ def test_codec_takes_companded_blocks_without_preprocessing_twice(tmp_path):
                                    rtol=1e-5, atol=2.0)
     with pytest.raises(ValueError, match="companded with mu=255.0"):
         feed(Encode(checkpoint=ckpt), "audio", feed(Compand(mu=255.0), "audio", packets[:1])[0][1:])
+
+
+def test_compand_and_notch_follow_a_checkpoint(tmp_path):
+    from .dance_testing import TINY_AUDIO, TINY_IMAGE, tiny_checkpoint
+    config = {**TINY_AUDIO, "preprocess": {**TINY_AUDIO["preprocess"], "mu": 255.0,
+                                           "scale": 2.0 ** 26, "dc_cutoff_hz": 20.0}}
+    ckpt = str(tiny_checkpoint(tmp_path / "a.pt", config))
+    block = audio_packet("mic", 0, 0, sample_audio(500), FS)
+    out = feed(Compand(checkpoint=ckpt), "audio", [block])[0][1]
+    assert (out.meta["mu"], out.meta["scale"]) == (255.0, 2.0 ** 26)
+    notch = Notch(checkpoint=ckpt)
+    feed(notch, "audio", [block])
+    assert notch.dc_cutoff_hz == 20.0
+    image = str(tiny_checkpoint(tmp_path / "i.pt", TINY_IMAGE))
+    with pytest.raises(ValueError, match="node 'c': checkpoint .* is not an audio codec"):
+        feed(Compand(name="c", checkpoint=image), "audio", [block])
