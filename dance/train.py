@@ -48,6 +48,7 @@ DEFAULTS: dict = {
     "lmbda": 0.01,
     "rate_control": None,       # {target_ratio, gain, warmup}: adapt lmbda to hit raw_bits / target_ratio
     "distortion": "mse",        # mse (in the model's domain) | relative_linear (audio: see rate_distortion)
+    "gain_weight": 1.0,         # relative_linear: weight of the gain error against the residual
     "batch_size": 8,
     "steps": 1000,
     "epochs": None,             # if set, steps = epochs * batches per epoch
@@ -244,21 +245,28 @@ class _ResumableSampler(torch.utils.data.Sampler):
 
 
 def rate_distortion(out: dict, x: torch.Tensor, lmbda: float, distortion: str = "mse",
-                    pre=None) -> dict[str, torch.Tensor]:
+                    pre=None, gain_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """rate (bits per input element), distortion and loss = rate + lmbda * distortion, float32.
 
     `mse` is measured in the model's domain (companded, for audio). `relative_linear` (audio)
     undoes the companding and divides each example's squared error by its signal energy: the
     loud passages that dominate SNR and the spatial metrics (SSDR/SRDR) get the weight, where
-    companded MSE spends the bits on quiet ones."""
+    companded MSE spends the bits on quiet ones. The error splits into the output's gain error
+    along the signal, (1 - g)²·energy, and the residual orthogonal to it; `gain_weight` > 1
+    trades residual for an unshrunk output, since SSDR scores the gain and SRDR the residual."""
     bits = sum(-torch.log2(l.float()).sum() for l in out["likelihoods"].values())
     rate = bits / x.numel()
     x_hat, x = out["x_hat"].float(), x.float()
     if distortion == "relative_linear":
         lin_hat, lin = expand_torch(x_hat, pre), expand_torch(x, pre)
-        dims = tuple(range(1, x.dim()))
-        error = ((lin_hat - lin) ** 2).sum(dims) / (lin ** 2).sum(dims).clamp_min(1e-20)
-        mse = error.mean()
+        time = tuple(range(2, x.dim()))
+        energy = (lin ** 2).sum(time).clamp_min(1e-20)                  # B×C
+        gain = (lin_hat * lin).sum(time) / energy
+        residual = ((lin_hat - gain[(...,) + (None,) * len(time)] * lin) ** 2).sum(time)
+        # squared error = (1 - gain)²·energy + residual: gain_weight > 1 penalises the MMSE
+        # shrinkage of the output (what SSDR measures) more than the residual (SRDR)
+        error = gain_weight * (1 - gain) ** 2 * energy + residual
+        mse = (error.sum(1) / energy.sum(1)).mean()
     else:
         mse = torch.mean((x_hat - x) ** 2)
     return {"loss": rate + lmbda * mse, "rate": rate, "mse": mse}
@@ -398,7 +406,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             out = self.net(x)
-        terms = rate_distortion(out, x, self.lmbda, self.distortion, self.pre)
+        terms = rate_distortion(out, x, self.lmbda, self.distortion, self.pre,
+                                float(self.config["gain_weight"]))
         self.scaler.scale(terms["loss"]).backward()
         if self.config["clip_max_norm"]:
             self.scaler.unscale_(self.optimizer)
@@ -463,7 +472,8 @@ class Trainer:
         for x in loader:
             x = x.to(self.device)
             out = self.model(x)
-            terms = rate_distortion(out, x, self.lmbda, self.distortion, self.pre)
+            terms = rate_distortion(out, x, self.lmbda, self.distortion, self.pre,
+                                float(self.config["gain_weight"]))
             n = len(x)
             totals["rate"] += float(terms["rate"]) * n
             totals["mse"] += float(terms["mse"]) * n

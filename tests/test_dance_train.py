@@ -104,6 +104,8 @@ def test_relative_linear_distortion_weights_loud_passages_in_the_linear_domain()
     out = {"x_hat": x_hat, "likelihoods": {"y": torch.full((2, 4, 4), 0.5)}}
     rel = train.rate_distortion(out, x, 1.0, "relative_linear", pre)
     assert rel["mse"].item() == pytest.approx(0.01, rel=1e-3)      # same relative error: 0.01
+    shrunk = train.rate_distortion(out, x, 1.0, "relative_linear", pre, gain_weight=4.0)
+    assert shrunk["mse"].item() == pytest.approx(0.04, rel=1e-3)   # all of it is gain error
     plain = train.rate_distortion(out, x, 1.0)
     assert plain["mse"].item() != pytest.approx(0.01, rel=0.1)      # companded MSE differs
     image = dance("train", "--config", TINY, "--set", "distortion=relative_linear")
