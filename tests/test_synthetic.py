@@ -106,3 +106,16 @@ def test_paces_at_the_speed_factor():
     span_s = (arrivals[-1][1] - arrivals[0][1]) / 1e9
     assert span_s > 2.5
     assert wall_s >= 0.5 * span_s / speed
+
+
+def test_room_audio_streams_the_room_simulator_clip_in_blocks_of_any_size():
+    from dance.simulate import simulate_clip
+    from nodes.synthetic import RoomRecording
+    room = on(generate(frames=1, sound="room", block=3000), "audio")
+    audio = np.concatenate([b.payload for b in room])
+    clip = simulate_clip(RoomRecording.SEED_OFFSET, 1.0)
+    assert audio.dtype == np.int32 and audio.shape[1] == 7
+    np.testing.assert_array_equal(audio[:len(clip)], clip)           # the simulator's clip
+    np.testing.assert_array_equal(audio[len(clip):], clip[:len(audio) - len(clip)])  # looped
+    tones = np.concatenate([b.payload for b in on(generate(frames=1, block=3000), "audio")])
+    assert not np.array_equal(audio, tones)
