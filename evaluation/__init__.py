@@ -12,3 +12,5 @@ def register(kinds: argparse._SubParsersAction) -> None:
     """Add every `dance eval KIND` subcommand."""
     from .audio_table import register as register_audio
     register_audio(kinds)
+    from .image_table import register as register_image
+    register_image(kinds)

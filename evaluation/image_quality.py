@@ -42,10 +42,12 @@ def ms_ssim(original: np.ndarray, decoded: np.ndarray, device: str = "cpu") -> f
         return math.nan
 
     def tensor(frame: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.require(frame, requirements="CW")).to(device).permute(2, 0, 1)[None]
+        # H×W×C memory is channels_last already; oneDNN's convolutions are ~6× faster on it
+        pixels = torch.from_numpy(np.require(frame, requirements="CW")).to(device)
+        return pixels.permute(2, 0, 1)[None].float().contiguous(memory_format=torch.channels_last)
 
     with torch.inference_mode():
-        value = _ms_ssim(tensor(original).float(), tensor(decoded).float(), data_range=255,
+        value = _ms_ssim(tensor(original), tensor(decoded), data_range=255,
                          win_size=window)
     return float(value)
 
