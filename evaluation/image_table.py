@@ -85,11 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from dance.bitstream import BitstreamError
     from dance.data import DataError
     from dance.zoo import CheckpointError
-    from perception.clip import ClipWeightsError
     try:
         return _run(args)
-    except (EvalError, DataError, CheckpointError, BitstreamError, BaselineError,
-            ClipWeightsError) as exc:
+    except (EvalError, DataError, CheckpointError, BitstreamError, BaselineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -105,11 +103,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise EvalError(f"--max-frames {args.max_frames}: need at least 1")
     started = time.monotonic()
+    classifier = load_clip(args) if args.clip else None  # first: missing weights are likely
     frames = frame_list(args.data, args.max_frames)
     if not 0 <= args.figure_frame < len(frames):
         raise EvalError(f"--figure-frame {args.figure_frame}: there are {len(frames)} frames")
     codecs = load_codecs(args.codec, args.device)
-    classifier = load_clip(args) if args.clip else None
     methods = build_methods(codecs)
     originals: list = []  # CLIP prediction on each original frame
     figure = None
@@ -248,10 +246,12 @@ def load_codecs(names: list[str], device: str) -> list[tuple[str, object]]:
 
 
 def load_clip(args: argparse.Namespace):
-    from perception.clip import load_classifier
+    from perception.clip import ClipWeightsError, load_classifier
 
     try:
         return load_classifier(args.clip, args.clip_weights, device=args.device)
+    except ClipWeightsError as exc:
+        raise EvalError(f"--clip-weights: {exc}") from None
     except ValueError as exc:
         raise EvalError(f"--clip: {exc}") from None
 

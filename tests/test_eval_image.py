@@ -100,7 +100,7 @@ def test_missing_clip_weights_is_one_line(tmp_path, tiny):
                    *_args(_outputs(tmp_path)))
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: ")
+    assert len(errors) == 1 and errors[0].startswith("error: --clip-weights: ")
     assert "nowhere.safetensors not found" in errors[0]
     assert not (tmp_path / "q.png").exists()
 
