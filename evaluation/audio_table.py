@@ -14,11 +14,12 @@ JSON, and a PNG of SSDR and SRDR vs compression ratio (--plot).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .report import finite, fmt, save_figure, write_json
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".vrs"}
 
@@ -220,8 +221,8 @@ def print_table(summaries: list[dict], clips: int, seconds: float) -> None:
     for s in summaries:
         ratio = s["compression_ratio"]
         table.add_row(s["method"], s["settings"], f"{s['encoder_params']:,}",
-                      f"{ratio:.1f}:1" if ratio else "—", _fmt(s["ssdr_db"], "{:.2f}"),
-                      _fmt(s["srdr_db"], "{:.2f}"))
+                      f"{ratio:.1f}:1" if ratio else "—", fmt(s["ssdr_db"], "{:.2f}"),
+                      fmt(s["srdr_db"], "{:.2f}"))
     Console().print(table)
 
 
@@ -236,7 +237,7 @@ def plot_scores(summaries: list[dict], path: Path) -> None:
     for ax, key, label in ((axes[0], "ssdr_db", "SSDR (dB)"), (axes[1], "srdr_db", "SRDR (dB)")):
         for family in ("dance", "mp3", "opus"):
             rows = [s for s in summaries if s["family"] == family
-                    and s["compression_ratio"] and _finite(s[key])]
+                    and s["compression_ratio"] and finite(s[key])]
             rows.sort(key=lambda s: s["compression_ratio"])
             if not rows:
                 continue
@@ -255,20 +256,16 @@ def plot_scores(summaries: list[dict], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle("spatial audio: quality vs compression")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(args: argparse.Namespace, summaries: list[dict], methods: list[Method],
                  seconds: float, wall_s: float) -> None:
-    import json
     report = {"command": "dance eval audio", "codecs": args.codec, "data": args.data,
               "projection": args.projection, "audio_seconds": round(seconds, 3),
               "wall_s": round(wall_s, 1), "methods": summaries,
               "per_clip": {m.name: m.clips for m in methods}}
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(_json_safe(report), indent=1, allow_nan=False) + "\n")
+    write_json(args.report, report)
 
 
 def _median(values: list[float]) -> float | None:
@@ -276,19 +273,6 @@ def _median(values: list[float]) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def _finite(x) -> bool:
-    return x is not None and math.isfinite(x)
 
 
-def _fmt(value, pattern: str) -> str:
-    return "—" if value is None or not math.isfinite(value) else pattern.format(value)
 
-
-def _json_safe(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value

@@ -1,10 +1,10 @@
 """The PNGs of `dance eval image`: quality vs compression ratio, and the paper's Figure 2."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from evaluation.image_table import BASELINES, Method
+from evaluation.report import finite, save_figure
 
 
 def plot_quality(methods: list[Method], summaries: list[dict], path: Path) -> None:
@@ -19,12 +19,12 @@ def plot_quality(methods: list[Method], summaries: list[dict], path: Path) -> No
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for axis, key, label in ((axes[0], "psnr_db", "PSNR (dB)"), (axes[1], "ms_ssim", "MS-SSIM")):
         for method, summary in zip(methods, summaries):
-            done = [f for f in method.frames if f["bytes"] and _finite(f[key])]
+            done = [f for f in method.frames if f["bytes"] and finite(f[key])]
             marker = "osD^v<>"[codecs.index(method.codec) % 7]
             colour = colours[method.family]
             axis.scatter([f["compression_ratio"] for f in done], [f[key] for f in done],
                          s=14, alpha=0.35, color=colour, marker=marker)
-            if summary["compression_ratio"] and _finite(summary[key]):
+            if summary["compression_ratio"] and finite(summary[key]):
                 axis.scatter([summary["compression_ratio"]], [summary[key]], s=90,
                              color=colour, marker=marker, edgecolors="black",
                              label=summary["method"])
@@ -39,7 +39,7 @@ def plot_quality(methods: list[Method], summaries: list[dict], path: Path) -> No
     axes[0].legend(fontsize=7)
     fig.suptitle("Quality vs compression ratio (small: frames, large: means)")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_figure(frame_name: str, original, results: list, path: Path) -> None:
@@ -80,15 +80,7 @@ def plot_figure(frame_name: str, original, results: list, path: Path) -> None:
     axes[1][0].set_ylabel(f"centre {side}×{side} crop, 1:1", fontsize=8)
     fig.suptitle(f"{frame_name}: the same frame through each method at similar size")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
 
-
-def _finite(x) -> bool:
-    return x is not None and math.isfinite(x)

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .report import fmt, write_json
+
 BASELINES = (("RR+JPEG", "jpeg"), ("RR+WebP", "webp"))
 VRS_SUFFIX = ".vrs"
 
@@ -166,10 +168,10 @@ def code_frame(original, codecs, step) -> list:
         step(label)
         container = codec.compress(original)
         results.append((container, codec.decompress(container), {}))
-        for name, fmt in BASELINES:
+        for name, image_format in BASELINES:
             step(f"{name} @ {label}")
             try:
-                fit = fit_budget(original, fmt, len(container))
+                fit = fit_budget(original, image_format, len(container))
             except BaselineError:
                 results.append(None)
                 continue
@@ -272,8 +274,8 @@ def print_table(summaries: list[dict], frames: int, with_clip: bool) -> None:
         cells = [
             s["method"], f"{s['encoder_params']:,}",
             "—" if s["encoder_macs_per_pixel"] is None else f"{s['encoder_macs_per_pixel']:,.2f}",
-            _fmt(s["compression_ratio"], "{:.0f}:1"), _fmt(s["psnr_db"], "{:.2f}"),
-            _fmt(s["ms_ssim"], "{:.4f}")]
+            fmt(s["compression_ratio"], "{:.0f}:1"), fmt(s["psnr_db"], "{:.2f}"),
+            fmt(s["ms_ssim"], "{:.4f}")]
         if with_clip:
             cells.append("—" if not retention or retention["rate"] is None else
                          f"{retention['rate']:.1%} [{retention['ci_low']:.0%}, "
@@ -285,8 +287,6 @@ def print_table(summaries: list[dict], frames: int, with_clip: bool) -> None:
 
 def write_report(args: argparse.Namespace, summaries: list[dict], methods: list[Method],
                  classifier, seconds: float, frames: int) -> None:
-    import json
-
     report = {
         "command": "dance eval image",
         "codecs": args.codec, "data": args.data, "frames": frames, "device": args.device,
@@ -295,8 +295,7 @@ def write_report(args: argparse.Namespace, summaries: list[dict], methods: list[
         "methods": summaries,
         "per_frame": {m.name: m.frames for m in methods},
     }
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(_json_safe(report), indent=1, allow_nan=False) + "\n")
+    write_json(args.report, report)
 
 
 def _mean(values) -> float | None:
@@ -304,16 +303,4 @@ def _mean(values) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
-def _fmt(value, pattern: str) -> str:
-    return "—" if value is None or math.isnan(value) else pattern.format(value)
 
-
-def _json_safe(value):
-    """Non-finite floats as null (JSON has no NaN/inf)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
