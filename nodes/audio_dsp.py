@@ -90,7 +90,9 @@ class Compand(Node):
 
     audio = Input("audio", "linear audio (float at full scale, or int32 counts)")
     companded = Output("audio", "float32 blocks in [-1, 1]")
-    mu = Param(float, 65535.0, "μ of the μ-law (the aria-audio codec uses 65535)", min=1.0)
+    mu = Param(float, 65535.0, "μ of the μ-law (the paper's 65535; the shipped aria-audio "
+                               "checkpoints use 255 at scale 2^26: set `checkpoint` to follow "
+                               "a codec)", min=1.0)
     scale = Param(float, FLOAT_FULL_SCALE, "int32 counts that map to ±1 before companding",
                   min=1.0)
     checkpoint = Param(str, "", "a DANCE audio codec (file or zoo name) whose stored mu and "
