@@ -34,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="checkpoint file or zoo name")
     p.add_argument("-o", "--output", required=True, help="output .dnc file")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="encoder arithmetic (bfloat16: faster on CPUs with AVX512-BF16; the "
+                        "same decoder reads it)")
+    p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"),
+                   help="who runs the encoder network (onnxruntime: CPU float32 only)")
     p.set_defaults(func=_guard(cmd_encode))
 
     p = subparsers.add_parser("decode", help="decompress a .dnc file to .png or .wav/.flac")
@@ -120,7 +125,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .zoo import load_codec
 
     src, dst = Path(args.input), Path(args.output)
-    codec = load_codec(args.codec, device=args.device)
+    try:
+        codec = load_codec(args.codec, device=args.device, precision=args.precision,
+                           engine=args.engine)
+    except ValueError as exc:   # an engine/precision/device combination it cannot run
+        raise CliError(str(exc)) from None
     array, sample_rate = _read(src, codec)
     data = codec.compress(array, sample_rate=sample_rate)
     dst.write_bytes(data)

@@ -54,6 +54,27 @@ def test_png_round_trip(ckpts, tmp_path, capsys):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png")), decoded)
 
 
+def test_encode_precision_and_engine_flags_feed_the_same_decoder(ckpts, tmp_path, capsys):
+    image_ckpt, _ = ckpts
+    pixels = (np.mgrid[0:64, 0:64][1][..., None] * [3, 2, 1] % 256).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    decoded = {}
+    for flags in ([], ["--precision", "bfloat16"], ["--engine", "onnxruntime"]):
+        name = "-".join(flags) or "default"
+        assert main(["encode", "-c", str(image_ckpt), str(tmp_path / "in.png"),
+                     "-o", str(tmp_path / f"{name}.dnc"), *flags]) == 0
+        assert main(["decode", str(tmp_path / f"{name}.dnc"), "-c", str(image_ckpt),
+                     "-o", str(tmp_path / f"{name}.png")]) == 0
+        decoded[name] = np.asarray(Image.open(tmp_path / f"{name}.png")).astype(float)
+    reference = decoded.pop("default")
+    for name, image in decoded.items():     # other arithmetic, (almost) the same symbols
+        assert np.abs(image - reference).mean() < 2.0, name
+    assert main(["encode", "-c", str(image_ckpt), str(tmp_path / "in.png"), "-o",
+                 str(tmp_path / "x.dnc"), "--engine", "onnxruntime", "--precision",
+                 "bfloat16"]) == 2
+    assert "onnxruntime" in capsys.readouterr().err
+
+
 def test_seven_channel_wav_round_trip(ckpts, tmp_path, capsys):
     _, audio_ckpt = ckpts
     rng = np.random.default_rng(1)
