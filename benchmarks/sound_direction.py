@@ -6,7 +6,7 @@ array in a random reverberant shoebox room (pyroomacoustics), scales it to Aria-
 counts with the real DC offsets, and compares the time difference of arrival the node estimates
 between two microphones with the geometric one (exact path lengths).
 
-    python benchmarks/sound_direction.py [--checkpoint aria-audio] [--trials 8] [--mics 0 5]
+    python benchmarks/sound_direction.py [--checkpoint aria-audio-fast] [--trials 8] [--mics 0 5]
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def simulated_blocks(rng: np.random.Generator) -> tuple[list, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="aria-audio")
+    parser.add_argument("--checkpoint", default="aria-audio-fast")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--mics", type=int, nargs=2, default=[0, 5])
     parser.add_argument("--seed", type=int, default=0)
