@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .report import finite, fmt, save_figure, write_json
+from .report import add_output_arguments, finite, fmt, ratio_axis, save_figure, write_json
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".vrs"}
 
@@ -45,10 +45,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--projection", default="spauq", choices=("spauq", "delayed"),
                    help="SSDR/SRDR projection (evaluation/spatial.py; default: as the "
                         "reference implementation)")
-    p.add_argument("--report", type=Path, metavar="JSON", help="write every figure as JSON")
-    p.add_argument("--plot", type=Path, default=Path("runs/eval_audio.png"),
-                   help="PNG of SSDR and SRDR vs compression ratio (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    add_output_arguments(p, "runs/eval_audio.png", "PNG of SSDR and SRDR vs compression ratio")
     p.set_defaults(func=run)
 
 
@@ -230,7 +227,6 @@ def plot_scores(summaries: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     markers = {"dance": "o", "mp3": "s", "opus": "^"}
@@ -248,11 +244,7 @@ def plot_scores(summaries: list[dict], path: Path) -> None:
                 ax.annotate(s["method"], (s["compression_ratio"], s[key]), fontsize=7,
                             xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}:1"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("compression ratio (vs int32)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
+        ratio_axis(ax, "compression ratio (vs int32)", label)
         ax.legend(fontsize=8)
     fig.suptitle("spatial audio: quality vs compression")
     fig.tight_layout()

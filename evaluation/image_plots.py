@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from evaluation.image_table import BASELINES, Method
-from evaluation.report import finite, save_figure
+from evaluation.report import finite, ratio_axis, save_figure
 
 
 def plot_quality(methods: list[Method], summaries: list[dict], path: Path) -> None:
@@ -12,7 +12,6 @@ def plot_quality(methods: list[Method], summaries: list[dict], path: Path) -> No
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     colours = {"dance": "C0", "rr_jpeg": "C1", "rr_webp": "C2"}
     codecs = list(dict.fromkeys(m.codec for m in methods))
@@ -31,11 +30,7 @@ def plot_quality(methods: list[Method], summaries: list[dict], path: Path) -> No
         low, high = axis.get_xlim()
         if high > 5 * low:  # a log axis only when the ratios span enough to need it
             axis.set_xscale("log")
-        axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}:1"))
-        axis.xaxis.set_minor_formatter(NullFormatter())
-        axis.set_xlabel("compression ratio (raw bytes / bytes)")
-        axis.set_ylabel(label)
-        axis.grid(True, which="both", alpha=0.3)
+        ratio_axis(axis, "compression ratio (raw bytes / bytes)", label)
     axes[0].legend(fontsize=7)
     fig.suptitle("Quality vs compression ratio (small: frames, large: means)")
     fig.tight_layout()

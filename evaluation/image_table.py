@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .report import fmt, write_json
+from .report import add_output_arguments, fmt, write_json
 
 BASELINES = (("RR+JPEG", "jpeg"), ("RR+WebP", "webp"))
 VRS_SUFFIX = ".vrs"
@@ -45,14 +45,11 @@ def register(kinds: argparse._SubParsersAction) -> None:
                    "tag in the local cache (default: the first cached tag); 'random' for tests")
     p.add_argument("--min-logit", type=float, metavar="LOGIT", help="count only frames whose "
                    "max CLIP logit on the original is at least this (paper: 18)")
-    p.add_argument("--report", type=Path, metavar="JSON", help="write every figure as JSON")
-    p.add_argument("--plot", type=Path, default=Path("runs/eval_image.png"),
-                   help="PNG of PSNR and MS-SSIM vs compression ratio (default: %(default)s)")
+    add_output_arguments(p, "runs/eval_image.png", "PNG of PSNR and MS-SSIM vs compression ratio")
     p.add_argument("--figure", type=Path, default=Path("runs/eval_image_fig2.png"),
                    help="PNG of one frame through each method (default: %(default)s)")
     p.add_argument("--figure-frame", type=int, default=0, metavar="I",
                    help="which frame the figure shows (default: the first)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     p.set_defaults(func=run)
 
 
