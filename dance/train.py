@@ -395,6 +395,10 @@ class Trainer:
     def _lr_factor(self) -> float:
         return 0.1 ** sum(self.step >= m * self.total_steps for m in self.config["lr_milestones"])
 
+    def _rate_distortion(self, out: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return rate_distortion(out, x, self.lmbda, self.distortion, self.pre,
+                               float(self.config["gain_weight"]))
+
     def _lr(self) -> float:
         return float(self.config["lr"]) * self._lr_factor()
 
@@ -406,8 +410,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             out = self.net(x)
-        terms = rate_distortion(out, x, self.lmbda, self.distortion, self.pre,
-                                float(self.config["gain_weight"]))
+        terms = self._rate_distortion(out, x)
         self.scaler.scale(terms["loss"]).backward()
         if self.config["clip_max_norm"]:
             self.scaler.unscale_(self.optimizer)
@@ -472,8 +475,7 @@ class Trainer:
         for x in loader:
             x = x.to(self.device)
             out = self.model(x)
-            terms = rate_distortion(out, x, self.lmbda, self.distortion, self.pre,
-                                float(self.config["gain_weight"]))
+            terms = self._rate_distortion(out, x)
             n = len(x)
             totals["rate"] += float(terms["rate"]) * n
             totals["mse"] += float(terms["mse"]) * n
