@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from dance.preprocess import notch_filter
+
     started = time.monotonic()
     clips = clip_list(args.data)
     methods = baseline_methods(args.mp3, args.opus) + load_codecs(args.codec, args.device)
@@ -104,9 +106,10 @@ def _run(args: argparse.Namespace) -> int:
     for path in clips:
         raw, rate = read_clip(path, args.max_seconds)
         seconds += len(raw) / rate
+        reference = notch_filter(raw, rate)     # the metrics' linear reference, for every method
         for method in methods:
             progress.set_postfix_str(f"{Path(path).name} {method.name}")
-            evaluate(method, path, raw, rate, args.projection)
+            evaluate(method, path, raw, reference, rate, args.projection)
             progress.update()
     progress.close()
     summaries = [m.summary() for m in methods]
@@ -162,7 +165,7 @@ def baseline_methods(mp3: str, opus: str) -> list[Method]:
 
 
 def load_codecs(names: list[str], device: str) -> list[Method]:
-    from dance.analysis import model_report
+    from dance.analysis import count_params
     from dance.zoo import load_codec
     methods = []
     for name in names:
@@ -170,24 +173,23 @@ def load_codecs(names: list[str], device: str) -> list[Method]:
         if codec.kind != "audio":
             raise EvalError(f"--codec {name} is an {codec.kind} codec; this table needs audio "
                             f"codecs")
-        params = model_report(codec.model)["encoder_params"]
+        params = count_params(codec.model.encoder)
         methods.append(Method(codec.name, "dance", f"{codec.id}", params, codec))
     return methods
 
 
 # -- one clip through one method ---------------------------------------------------------------
-def evaluate(method: Method, path: Path, raw, rate: int, projection: str) -> None:
+def evaluate(method: Method, path: Path, raw, reference, rate: int, projection: str) -> None:
     import numpy as np
 
     from baselines.audio import AudioBaselineDecoder, AudioBaselineEncoder
-    from dance.preprocess import FLOAT_FULL_SCALE, notch_filter
+    from dance.preprocess import full_scale
     from evaluation.spatial import spatial_metrics
 
-    reference = notch_filter(raw, rate)
     if method.family == "dance":
         data = method.coder.compress(raw, sample_rate=rate)
         sizes = [len(data)]
-        estimate = method.coder.decompress(data).astype(np.float64) / FLOAT_FULL_SCALE
+        estimate = full_scale(method.coder.decompress(data))
     else:
         encoder = AudioBaselineEncoder(method.family, method.coder, raw.shape[1], rate)
         decoder = AudioBaselineDecoder()

@@ -15,20 +15,10 @@ def fmt(value, pattern: str) -> str:
     return pattern.format(value) if finite(value) else "—"
 
 
-def json_safe(value):
-    """Non-finite floats as null (JSON has no NaN/inf)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def write_json(path: Path, report: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
+    from nodes.jsonl import strict_json   # non-finite floats as null, numpy scalars as numbers
+    path.write_text(json.dumps(strict_json(report), indent=1, allow_nan=False) + "\n")
 
 
 def add_output_arguments(parser, plot_default: str, plot_help: str) -> None:

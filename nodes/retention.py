@@ -39,7 +39,7 @@ class LabelRetention(Node):
         figures = self._figures()
         self.counters["retention"] = figures
         if self.print_every and figures["all"]["total"] % self.print_every == 0:
-            print(self._line(), flush=True)
+            print(self._line(figures), flush=True)
         flat = {f"{g}_{k}": v for g, values in figures.items() for k, v in values.items()}
         return Packet("label_retention", original.timestamp_ns, original.seq,
                       {**flat, "original": original.payload["label"],
@@ -48,16 +48,16 @@ class LabelRetention(Node):
 
     def teardown(self) -> None:
         if hasattr(self, "counts"):
-            print(self._line() + f" (final; unmatched {self.counters['frames']['unmatched']})",
+            print(self._line(self._figures()) + f" (final; unmatched {self.counters['frames']['unmatched']})",
                   flush=True)
 
     def _figures(self) -> dict:
         return {group: Retention.from_counts(*counts).as_dict()
                 for group, counts in self.counts.items()}
 
-    def _line(self) -> str:
+    def _line(self, figures_by_group: dict) -> str:
         parts = []
-        for group, figures in self._figures().items():
+        for group, figures in figures_by_group.items():
             if figures["total"]:
                 parts.append(f"{group} {figures['retained']}/{figures['total']} = "
                              f"{figures['rate']:.1%} [{figures['ci_low']:.1%}, "
