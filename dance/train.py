@@ -147,12 +147,17 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
             config["model"] = value
     config["model"] = resolve_model_config(config["model"])
     for key, value in parsed:
-        if key != "model":
-            if key.split(".")[0] not in DEFAULTS:
-                raise ConfigError(f"--set {key}: unknown key (known: {sorted(DEFAULTS)})")
+        if key.split(".")[0] not in DEFAULTS:
+            raise ConfigError(f"--set {key}: unknown key (known: {sorted(DEFAULTS)})")
+    # precedence: model config < model_overrides < --set model.KEY (the command line wins)
+    for key, value in parsed:
+        if key.split(".")[0] != "model":
             _set_dotted(config, key, value)
     for key, value in (config["model_overrides"] or {}).items():
         _set_dotted(config["model"], key, value)
+    for key, value in parsed:
+        if key.startswith("model."):
+            _set_dotted(config, key, value)
     config["out"] = str(config["out"] or Path("runs") / path.stem)
     config["final"] = str(config["final"] or Path(config["out"]) / "final.pt")
     return config

@@ -121,3 +121,9 @@ def test_overrides_edit_the_resolved_model_and_heuristic_targets(tmp_path):
                     "        preprocess: {type: audio}}\n")
     audio = train.load_config(spec)["model"]
     assert audio["encoder"]["strides"] == [2, 3, 4, 5] and audio["kind"] == "audio"
+
+
+def test_command_line_beats_the_configs_model_overrides():
+    config = "dance/configs/train/aria-audio.yaml"           # model_overrides: mu 255
+    assert train.load_config(config)["model"]["preprocess"]["mu"] == 255.0
+    assert train.load_config(config, ["model.preprocess.mu=1000"])["model"]["preprocess"]["mu"] == 1000
