@@ -21,7 +21,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "examples" / "dance-example-plugin")]
 
-from dance.simulate import ARIA_MIC_POSITIONS, SPEED_OF_SOUND  # noqa: E402
+from dance.geometry import ARIA_MIC_POSITIONS, SPEED_OF_SOUND  # noqa: E402
 from dance_example_plugin.sound_direction import SoundDirection  # noqa: E402
 from nodes.codec import Decode, Encode  # noqa: E402
 from pipeline.packet import audio_packet  # noqa: E402

@@ -26,7 +26,7 @@ class Encode(Node):
     image = Input("image", "H×W×3 uint8 frames (for an image codec)")
     audio = Input("audio", "frames×channels blocks (for an audio codec)")
     encoded = Output("encoded", "one DANCE container per packet")
-    checkpoint = Param(str, doc="checkpoint file or zoo name (aria-image, aria-audio)")
+    checkpoint = Param(str, doc="checkpoint file or zoo name (aria-image, aria-audio-fast, aria-audio)")
     device = Param(str, "cpu", "torch device for the encoder (cpu, cuda, cuda:N)")
     precision = Param(str, "float32", "encoder arithmetic; bfloat16 is ~1.4x faster on CPUs "
                       "with AVX512-BF16, and its containers decode with the same decoder",

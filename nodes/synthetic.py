@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 from scipy.signal import lfilter
 
+from dance.geometry import ARIA_MIC_POSITIONS, SPEED_OF_SOUND
 from pipeline.node import Output, Param, Source
 from pipeline.packet import Packet, audio_packet, image_packet
 
@@ -21,12 +22,6 @@ SIZE = 1408
 SAMPLE_RATE = 48000
 CHANNELS = 7
 START_NS = 86_000_000_000  # device clocks count from boot; start where the sample recording does
-SPEED_OF_SOUND = 343.0
-# CAD positions of the Aria (gen 1) microphones, metres (from the recording's calibration).
-MIC_POSITIONS = np.array([
-    (0.034, -0.0896, -0.0703), (-0.0063, -0.0524, -0.0305), (0.0311, -0.0168, -0.0145),
-    (-0.0093, -0.0022, -0.0068), (-0.0071, -0.0981, -0.0721), (-0.0017, 0.063, -0.0809),
-    (0.0028, -0.0478, -0.1659)])
 
 
 def sample_time_ns(sample_index: int) -> int:
@@ -88,7 +83,7 @@ class MicArray:
         self.gain = rng.uniform(0.5e6, 2e6, CHANNELS)
         source = rng.normal(size=3)
         source *= 1.5 / np.linalg.norm(source)  # a talker 1.5 m away
-        distance = np.linalg.norm(MIC_POSITIONS - source, axis=1)
+        distance = np.linalg.norm(ARIA_MIC_POSITIONS - source, axis=1)
         self.delay_s = (distance - distance.min()) / SPEED_OF_SOUND
         self.tones_hz = rng.uniform(150, 3000, 3)
         self.noise_state = np.zeros((1, CHANNELS))

@@ -12,6 +12,7 @@ from PIL import Image
 from scipy import signal
 
 from dance import data, simulate
+from dance.geometry import SPEED_OF_SOUND
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SAMPLE_VRS = SHARED / "data" / "aea" / "recording.vrs"
@@ -139,12 +140,12 @@ def test_inter_mic_delays_match_the_aria_geometry():
                            mic_positions=mics, sources=[simulate.Source(rng.standard_normal(24000), source[None])])
     y = simulate.render_scene(scene)
     distance = np.linalg.norm(mics - source, axis=1)
-    expected = (distance - distance[0]) / simulate.SPEED_OF_SOUND * simulate.SAMPLE_RATE
+    expected = (distance - distance[0]) / SPEED_OF_SOUND * simulate.SAMPLE_RATE
     measured = np.array([_delay(y[:, m], y[:, 0]) for m in range(7)])
     np.testing.assert_allclose(measured, expected, atol=0.3)
     # the array spans ~0.17 m: no pair can be more than ~24 samples apart
     span = max(np.linalg.norm(p - q) for p in simulate.ARIA_MIC_POSITIONS for q in simulate.ARIA_MIC_POSITIONS)
-    assert np.abs(measured).max() <= span / simulate.SPEED_OF_SOUND * simulate.SAMPLE_RATE + 0.5
+    assert np.abs(measured).max() <= span / SPEED_OF_SOUND * simulate.SAMPLE_RATE + 0.5
 
 
 def test_moving_source_delay_follows_its_path():

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from dance.geometry import ARIA_MIC_POSITIONS, SPEED_OF_SOUND
 from pipeline.node import Input, Node, Output, Param
 from pipeline.packet import Packet
-
-SPEED_OF_SOUND = 343.0  # m/s in air at 20 °C
 
 
 def gcc_phat(x: np.ndarray, y: np.ndarray, max_lag: int, upsample: int) -> tuple[int, float]:
@@ -47,8 +46,6 @@ class SoundDirection(Node):
     def setup(self) -> None:
         if self.mic_a == self.mic_b:
             raise ValueError("mic_a and mic_b must differ")
-        # dance.simulate imports torch: import it here, in the process that runs the node only.
-        from dance.simulate import ARIA_MIC_POSITIONS
         self.distance_m = float(np.linalg.norm(ARIA_MIC_POSITIONS[self.mic_b]
                                                - ARIA_MIC_POSITIONS[self.mic_a]))
         self.pending = np.zeros((0, 2))  # samples not yet in a window: state across packets
