@@ -15,7 +15,7 @@ from . import bitstream
 from .bitstream import BitstreamError, Container
 from .entropy import EntropyCodingError, EntropyTables, FactorizedCoder
 from .models import DanceAutoencoder
-from .preprocess import build_preprocessor
+from .preprocess import CompandedInput, build_preprocessor
 
 # bfloat16 runs the encoder ~2× faster on CPUs with AVX512-BF16 (and on GPUs); latents differ
 # from float32 by ~1e-3, well inside a quantization step. Decoding is unaffected either way.
@@ -107,11 +107,12 @@ class Codec:
         x = self.preprocessor.forward(array, multiple=self.stride, pool=self.input_pool)
         return self._encode(x, array, 0)
 
-    def audio_encoder(self, sample_rate: int = 0) -> "AudioEncoder":
-        """A streaming encoder: blocks in, one container per block out, filter state kept."""
+    def audio_encoder(self, sample_rate: int = 0, companded: bool = False) -> "AudioEncoder":
+        """A streaming encoder: blocks in, one container per block out, filter state kept.
+        `companded`: the blocks are already notch-filtered and companded (the `compand` node)."""
         if self.kind != "audio":
             raise TypeError(f"codec '{self.name}' is an {self.kind} codec, not audio")
-        return AudioEncoder(self, sample_rate)
+        return AudioEncoder(self, sample_rate, companded)
 
     def _encode(self, x: torch.Tensor, array: np.ndarray, sample_rate: int) -> bytes:
         size = x.shape[2:]
@@ -130,8 +131,9 @@ class Codec:
     def decompress(self, data: bytes) -> np.ndarray:
         return self.decode(data)[0]
 
-    def decode(self, data: bytes) -> tuple[np.ndarray, Container]:
-        """The reconstructed array and the container it came from (shape, sample rate, ...)."""
+    def decode(self, data: bytes, companded: bool = False) -> tuple[np.ndarray, Container]:
+        """The reconstructed array and the container it came from (shape, sample rate, ...).
+        `companded` (audio): the model's companded output, for the `expand` node."""
         container = bitstream.unpack(data)
         self.check(container)
         try:
@@ -142,7 +144,8 @@ class Codec:
             x_hat = self.model.decoder(y_hat.unsqueeze(0).to(self.device))
         spatial = container.shape[:2] if self.kind == "image" else container.shape[:1]
         x_hat = x_hat[(..., *[slice(0, s) for s in spatial])]
-        return self.preprocessor.inverse(x_hat, container.dtype), container
+        post = CompandedInput(self.preprocessor.channels) if companded else self.preprocessor
+        return post.inverse(x_hat, container.dtype), container
 
     def check(self, container: Container) -> None:
         """Raise BitstreamError unless `container` was made by this very codec."""
@@ -163,9 +166,10 @@ class Codec:
 class AudioEncoder:
     """Encodes consecutive audio blocks of one stream; the DC filter state carries over."""
 
-    def __init__(self, codec: Codec, sample_rate: int):
+    def __init__(self, codec: Codec, sample_rate: int, companded: bool = False):
         self.codec, self.sample_rate = codec, int(sample_rate)
-        self.stream = codec.preprocessor.stream()
+        channels = codec.preprocessor.channels
+        self.stream = CompandedInput(channels) if companded else codec.preprocessor.stream()
 
     def encode(self, block: np.ndarray) -> bytes:
         return self.codec._encode(self.stream.forward(block), block, self.sample_rate)

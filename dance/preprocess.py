@@ -217,6 +217,10 @@ class CompandedInput:
         import torch
         return torch.from_numpy(np.ascontiguousarray(samples.T, dtype=np.float32)).unsqueeze(0)
 
+    def inverse(self, x: torch.Tensor, dtype: str = "float32") -> np.ndarray:
+        """The model's 1×C×T output as frames×channels companded float32 (for `expand`)."""
+        return x[0].detach().clamp(-1.0, 1.0).T.contiguous().cpu().float().numpy()
+
 
 def build_preprocessor(config: dict) -> ImagePreprocessor | AudioPreprocessor:
     spec = dict(config.get("preprocess") or {})

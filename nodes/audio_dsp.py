@@ -14,9 +14,8 @@ import numpy as np
 from dance.preprocess import (FLOAT_FULL_SCALE, NotchFilter, PreprocessError, compand, expand,
                               full_scale, notch_sos)
 from pipeline.node import Input, Node, Output, Param
-from pipeline.packet import Packet
+from pipeline.packet import MU_LAW, Packet
 
-MU_LAW = "mu-law"
 LINEAR = "linear"
 
 

@@ -12,10 +12,8 @@ output re-companded, exact to float32 rounding), for an `expand` node downstream
 """
 from __future__ import annotations
 
-import numpy as np
-
 from pipeline.node import Input, Node, Output, Param
-from pipeline.packet import Packet
+from pipeline.packet import MU_LAW, Packet
 
 CODEC_META = ("codec", "kind", "raw_bytes")
 
@@ -49,20 +47,20 @@ class Encode(Node):
         rate = int(packet.meta.get("sample_rate", 0))
         session = self._audio_streams.get(packet.stream)
         if session is None:
-            session = self._audio_streams[packet.stream] = self.codec.audio_encoder(rate)
-            if packet.meta.get("domain") == "mu-law":
-                session.stream = self._companded_input(packet)
+            companded = packet.meta.get("domain") == MU_LAW
+            if companded:
+                self._check_companding(packet)
+            session = self._audio_streams[packet.stream] = self.codec.audio_encoder(rate,
+                                                                                    companded)
         self._emit_encoded(packet, "audio", session.encode(packet.payload))
 
-    def _companded_input(self, packet: Packet):
-        from dance.preprocess import CompandedInput
+    def _check_companding(self, packet: Packet) -> None:
         pre = self.codec.preprocessor
         mu, scale = packet.meta.get("mu"), packet.meta.get("scale")
         if (mu, scale) != (pre.mu, pre.scale):
             raise ValueError(f"node '{self.name}': stream '{packet.stream}' was companded with "
                              f"mu={mu}, scale={scale}; checkpoint {self.checkpoint} needs "
                              f"mu={pre.mu}, scale={pre.scale}")
-        return CompandedInput(pre.channels)
 
     def _require(self, kind: str) -> None:
         if self.codec.kind != kind:
@@ -99,16 +97,12 @@ class Decode(Node):
         if codec is None:
             codec = self._codecs[container.codec_name] = self._load(container.codec_name,
                                                                      device=self.device)
-        array, _ = codec.decode(packet.payload)
+        array, _ = codec.decode(packet.payload, companded=packet.meta.get("domain") == MU_LAW)
         meta = {k: v for k, v in packet.meta.items() if k not in CODEC_META}
         if container.kind == "image":
             meta.update(height=int(array.shape[0]), width=int(array.shape[1]),
                         channels=int(array.shape[2]))
         else:
-            if meta.get("domain") == "mu-law":
-                from dance.preprocess import compand, full_scale
-                pre = codec.preprocessor
-                array = compand(full_scale(array), pre.mu, pre.gain).astype(np.float32)
             meta.update(channels=int(array.shape[1]))
             meta.setdefault("sample_rate", container.sample_rate)
         self.emit(container.kind, packet.replace(payload=array, meta=meta))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.node import Input, Node, Output, Param
-from pipeline.packet import Packet
+from pipeline.packet import MU_LAW, Packet
 
 
 class _Run:
@@ -92,7 +92,7 @@ class SpatialMetrics(Node):
     def _take(self, packet: Packet, side: str) -> None:
         from dance.preprocess import PreprocessError, full_scale
         where = f"node '{self.name}' input '{side}': stream '{packet.stream}' seq {packet.seq}"
-        if packet.meta.get("domain") == "mu-law":
+        if packet.meta.get("domain") == MU_LAW:
             raise ValueError(f"{where} is μ-law audio; put an expand node before {side}")
         try:
             samples = full_scale(np.asarray(packet.payload))

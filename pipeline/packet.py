@@ -9,6 +9,10 @@ import numpy as np
 
 Payload = Union[np.ndarray, bytes, dict]
 
+# meta["domain"] of audio blocks companded by the `compand` node (float32 in [-1, 1]); codecs
+# take them as model input and hand them back companded, for `expand`.
+MU_LAW = "mu-law"
+
 # Payload dicts and metadata travel as JSON, so they stay small and flat.
 Scalar = Union[int, float, str, bool, None]
 
