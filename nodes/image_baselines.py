@@ -9,7 +9,7 @@ from __future__ import annotations
 from pipeline.node import Input, Node, Output, Param
 from pipeline.packet import Packet
 
-from .codec import CODEC_META
+from .codec import CODEC_META, Decode
 
 
 class ImageBaselineEncode(Node):
@@ -46,26 +46,26 @@ class ImageBaselineEncode(Node):
         self.emit("encoded", packet.replace(payload=data, meta=meta))
 
 
-class ImageBaselineDecode(Node):
+class ImageBaselineDecode(Decode):
     """Decompress image baseline containers (and DANCE image containers) back into frames at
     their original size."""
 
     encoded = Input("encoded", "image baseline or DANCE image containers")
     image = Output("image", "reconstructed frames")
+    audio = None    # images only
     checkpoint = Param(str, "", "DANCE containers: checkpoint file or zoo name; empty: the zoo "
                                 "codec named in each stream")
     device = Param(str, "cpu", "DANCE containers: torch device (cpu, cuda, cuda:N)")
-
-    def setup(self) -> None:
-        self._dance = None
 
     def on_encoded(self, packet: Packet) -> None:
         from baselines.image import BaselineError, decode
         from dance.bitstream import MAGIC as DANCE_MAGIC
         payload = bytes(packet.payload)
         if payload.startswith(DANCE_MAGIC):
-            self._dance_decoder(packet).handle("encoded", packet)
-            return
+            if packet.meta.get("kind", "image") != "image":
+                raise ValueError(f"node '{self.name}': decodes images; {packet.meta['kind']} "
+                                 f"containers need a `decode` node")
+            return super().on_encoded(packet)
         try:
             frame = decode(payload)
         except BaselineError as exc:
@@ -74,15 +74,3 @@ class ImageBaselineDecode(Node):
         meta = {k: v for k, v in packet.meta.items() if k not in CODEC_META}
         meta.update(height=int(frame.shape[0]), width=int(frame.shape[1]), channels=3)
         self.emit("image", packet.replace(payload=frame, meta=meta))
-
-    def _dance_decoder(self, packet: Packet) -> Node:
-        """The `decode` node, run inside this one and emitting through it."""
-        if packet.meta.get("kind", "image") != "image":
-            raise ValueError(f"node '{self.name}': decodes images; {packet.meta['kind']} "
-                             f"containers need a `decode` node")
-        if self._dance is None:
-            from .codec import Decode
-            self._dance = Decode(name=self.name, checkpoint=self.checkpoint, device=self.device)
-            self._dance.attach(self.emit, self._stop)
-            self._dance.setup()
-        return self._dance

@@ -121,7 +121,8 @@ class Output:
 
 
 class Node:
-    """Base class of every node. Subclasses declare Input/Output/Param attributes."""
+    """Base class of every node. Subclasses declare Input/Output/Param attributes; a subclass
+    drops an inherited one by setting its name to None."""
 
     inputs: dict[str, Input] = {}
     outputs: dict[str, Output] = {}
@@ -134,7 +135,10 @@ class Node:
         found: dict[str, dict] = {"inputs": {}, "outputs": {}, "params": {}, "joins": {}}
         for klass in reversed(cls.__mro__):
             for name, value in vars(klass).items():
-                if isinstance(value, Input):
+                if value is None:       # a subclass drops an inherited port or param
+                    for members in found.values():
+                        members.pop(name, None)
+                elif isinstance(value, Input):
                     found["inputs"][name] = value
                 elif isinstance(value, Output):
                     found["outputs"][name] = value

@@ -185,3 +185,9 @@ def test_graph_switches_codec_by_one_line(tmp_path, aea_vrs):
         assert decoded["shape"] == [1408, 1408, 3] and decoded["dtype"] == "uint8"
         ratios[name] = sent["compression_ratio"]
     assert ratios["rr_webp"] >= 1000
+
+
+def test_decode_node_is_the_dance_decoder_without_its_audio_port():
+    from nodes.codec import Decode
+    assert issubclass(ImageBaselineDecode, Decode)
+    assert set(Decode.outputs) == {"image", "audio"} and set(ImageBaselineDecode.outputs) == {"image"}
