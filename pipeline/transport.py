@@ -27,6 +27,18 @@ from .packet import Packet
 POLL_MS = 100
 
 
+def count_peers(monitor: zmq.Socket, peers: int, timeout_ms: int = 0) -> tuple[int, bool]:
+    """`peers` updated by the connect/disconnect events queued on a socket monitor (waiting up
+    to `timeout_ms` for the first), and whether any peer connected meanwhile."""
+    connected = False
+    while monitor.poll(timeout_ms):
+        event = recv_monitor_message(monitor)["event"]
+        connected |= event == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        peers = max(peers + (1 if event == zmq.EVENT_HANDSHAKE_SUCCEEDED else -1), 0)
+        timeout_ms = 0
+    return peers, connected
+
+
 def free_endpoint(host: str = "127.0.0.1") -> str:
     """A TCP endpoint on a port the OS says is free right now."""
     with pysocket.socket() as probe:
@@ -100,11 +112,8 @@ class _Pipe:
         self.announced = False  # we said it has no peer; say so when it connects
 
     def track(self, timeout_ms: int = 0) -> None:
-        while self.monitor.poll(timeout_ms):
-            event = recv_monitor_message(self.monitor)["event"]
-            self.peers = max(self.peers + (1 if event == zmq.EVENT_HANDSHAKE_SUCCEEDED else -1), 0)
-            self.ever_connected |= self.peers > 0
-            timeout_ms = 0
+        self.peers, connected = count_peers(self.monitor, self.peers, timeout_ms)
+        self.ever_connected |= connected
 
     def send(self, parts: list) -> None:
         """Send without waiting (raises zmq.Again); once the first part is accepted, ZeroMQ
@@ -270,9 +279,7 @@ class LinkReceiver(threading.Thread):
         self.done = threading.Event()
 
     def _track_peers(self) -> None:
-        while self._monitor.poll(0):
-            event = recv_monitor_message(self._monitor)["event"]
-            self.peers = max(self.peers + (1 if event == zmq.EVENT_HANDSHAKE_SUCCEEDED else -1), 0)
+        self.peers, _ = count_peers(self._monitor, self.peers)
 
     def run(self) -> None:
         try:
