@@ -30,7 +30,7 @@ class AriaRgb(Source):
                                        loop=self.loop)
         else:
             self.inner = SyntheticAriaSource(self.name, frames=self.frames or 8, speed=self.speed,
-                                             seed=self.seed, fps=self.fps)
+                                             seed=self.seed, fps=self.fps, mic=False)
         self.inner.attach(self._emit, self._stop)
         self.inner.setup()
 

@@ -137,6 +137,7 @@ class SyntheticAriaSource(Source):
     fps = Param(float, 1.0, "image frame rate", min=1e-3)
     block = Param(int, 4096, "audio samples per block", min=1)
     speed = Param(float, 1.0, "real-time factor; 0 = as fast as possible", min=0.0)
+    mic = Param(bool, True, "produce the audio stream (false: frames only)")
     sound = Param(str, "tones", "tones: one talker-like tone mix, instant to make; room: a "
                   "simulated room (dance.simulate), seconds to render, looped",
                   choices=("tones", "room"))
@@ -144,9 +145,11 @@ class SyntheticAriaSource(Source):
     def setup(self) -> None:
         rng = np.random.default_rng(self.seed)
         self._scene = SceneRenderer(np.random.default_rng(rng.integers(2**63)))
-        self._mics = MicArray(np.random.default_rng(rng.integers(2**63)))
-        if self.sound == "room":
+        mic_rng = np.random.default_rng(rng.integers(2**63))
+        if self.sound == "room" and self.mic:
             self._mics = RoomRecording(self.seed, self.frames / self.fps if self.frames else 6.0)
+        else:
+            self._mics = MicArray(mic_rng)
 
     def run(self) -> Iterator[tuple[str, Packet]]:
         end_ns = START_NS + round(self.frames * 1e9 / self.fps) if self.frames else None
@@ -155,8 +158,8 @@ class SyntheticAriaSource(Source):
             frame_ns = START_NS + round(frame * 1e9 / self.fps)
             if self.frames and frame >= self.frames:
                 frame_ns = None
-            block_ns = sample_time_ns(block * self.block)
-            if end_ns is not None and block_ns >= end_ns:
+            block_ns = sample_time_ns(block * self.block) if self.mic else None
+            if end_ns is not None and block_ns is not None and block_ns >= end_ns:
                 block_ns = None
             if frame_ns is None and block_ns is None:
                 return

@@ -119,3 +119,10 @@ def test_room_audio_streams_the_room_simulator_clip_in_blocks_of_any_size():
     np.testing.assert_array_equal(audio[len(clip):], clip[:len(audio) - len(clip)])  # looped
     tones = np.concatenate([b.payload for b in on(generate(frames=1, block=3000), "audio")])
     assert not np.array_equal(audio, tones)
+
+
+def test_mic_false_gives_the_same_frames_and_no_audio(default_run):
+    frames_only = generate(frames=3, mic=False)
+    assert [port for port, _ in frames_only] == ["image"] * 3
+    for (_, a), b in zip(frames_only, on(default_run, "image")):
+        np.testing.assert_array_equal(a.payload, b.payload)
