@@ -30,6 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from dance.bitstream import ByteReader, Truncated, varint
 from dance.preprocess import full_scale
 
 MAGIC = b"DAB"
@@ -45,38 +46,6 @@ _HEAD = struct.Struct("<3sBBBf")
 
 class BaselineError(ValueError):
     """A container that is truncated or corrupt, or settings a codec cannot take."""
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-class _Reader:
-    def __init__(self, data: bytes, pos: int):
-        self.data, self.pos = data, pos
-
-    def varint(self) -> int:
-        value = shift = 0
-        while True:
-            if self.pos >= len(self.data) or shift > 63:
-                raise BaselineError("truncated audio baseline container")
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value
-
-    def take(self, size: int) -> bytes:
-        if self.pos + size > len(self.data):
-            raise BaselineError("truncated audio baseline container")
-        self.pos += size
-        return self.data[self.pos - size:self.pos]
 
 
 def _check_settings(codec: str, bitrate: int, sample_rate: int) -> None:
@@ -184,12 +153,12 @@ class AudioBaselineEncoder:
         out = bytearray(_HEAD.pack(MAGIC, VERSION, CODECS.index(self.codec) + 1, self.channels,
                                    self.gain_db))
         for value in (self.sample_rate, self.bitrate, self.delay, first, count, final):
-            out += _varint(value)
+            out += varint(value)
         for channel in packets:
-            out += _varint(len(channel))
+            out += varint(len(channel))
             for packet in channel:
                 data = bytes(packet)
-                out += _varint(len(data)) + data
+                out += varint(len(data)) + data
         out += struct.pack("<I", zlib.crc32(out))
         return bytes(out)
 
@@ -208,12 +177,15 @@ class Container:
             raise BaselineError(f"unsupported audio baseline container (version {version}, "
                                 f"codec {codec})")
         self.codec = CODECS[codec - 1]
-        reader = _Reader(data[:-4], _HEAD.size)
-        (self.sample_rate, self.bitrate, self.delay, self.first, self.count,
-         final) = (reader.varint() for _ in range(6))
+        reader = ByteReader(data, len(data) - 4, _HEAD.size)
+        try:
+            (self.sample_rate, self.bitrate, self.delay, self.first, self.count,
+             final) = (reader.varint() for _ in range(6))
+            self.packets = [[reader.take(reader.varint()) for _ in range(reader.varint())]
+                            for _ in range(self.channels)]
+        except Truncated:
+            raise BaselineError("truncated audio baseline container") from None
         self.total = final - 1 if final else None
-        self.packets = [[reader.take(reader.varint()) for _ in range(reader.varint())]
-                        for _ in range(self.channels)]
         if reader.pos != len(data) - 4:
             raise BaselineError("audio baseline container has trailing bytes")
 

@@ -46,8 +46,8 @@ class Container:
                            len(name))
         out += name + self.codec_hash
         for shape in (self.shape, self.latent_shape):
-            out += _varint(len(shape)) + b"".join(_varint(s) for s in shape)
-        out += _varint(self.sample_rate) + _varint(len(self.payload)) + self.payload
+            out += varint(len(shape)) + b"".join(varint(s) for s in shape)
+        out += varint(self.sample_rate) + varint(len(self.payload)) + self.payload
         out += struct.pack("<I", zlib.crc32(out))
         return bytes(out)
 
@@ -59,12 +59,12 @@ def unpack(data: bytes) -> Container:
         raise BitstreamError("not a DANCE bitstream (bad magic)")
     if data[3] != VERSION:
         raise BitstreamError(f"bitstream version {data[3]} is not supported (this is {VERSION})")
-    reader = _Reader(data, len(data))
+    reader = ByteReader(data, len(data))
     try:
         container = _parse(reader)
         crc_at = reader.pos
         reader.take(4)
-    except _Truncated:
+    except Truncated:
         if zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "little"):
             raise BitstreamError("malformed header") from None
         raise BitstreamError(f"truncated or corrupt bitstream ({len(data)} bytes)") from None
@@ -75,7 +75,7 @@ def unpack(data: bytes) -> Container:
     return container
 
 
-def _parse(r: "_Reader") -> Container:
+def _parse(r: "ByteReader") -> Container:
     _, version, kind, dtype, name_len = struct.unpack("<3sBBBB", r.take(7))
     name = r.take(name_len)
     codec_hash = r.take(HASH_BYTES)
@@ -84,26 +84,28 @@ def _parse(r: "_Reader") -> Container:
     sample_rate = r.varint()
     payload = r.take(r.varint())
     if kind >= len(KINDS) or dtype >= len(DTYPES):
-        raise _Truncated  # an impossible code: treated like any other damaged header byte
+        raise Truncated  # an impossible code: treated like any other damaged header byte
     try:
         codec_name = name.decode()
     except UnicodeDecodeError:
-        raise _Truncated from None
+        raise Truncated from None
     return Container(KINDS[kind], DTYPES[dtype], codec_name, codec_hash, shape, latent_shape,
                      payload, sample_rate)
 
 
-class _Truncated(Exception):
-    pass
+class Truncated(Exception):
+    """A read past the end of the data (or an impossible varint)."""
 
 
-class _Reader:
-    def __init__(self, data: bytes, end: int):
-        self.data, self.end, self.pos = data, end, 0
+class ByteReader:
+    """Reads fields of a container in order; raises Truncated past `end`."""
+
+    def __init__(self, data: bytes, end: int, pos: int = 0):
+        self.data, self.end, self.pos = data, end, pos
 
     def take(self, n: int) -> bytes:
         if self.pos + n > self.end:
-            raise _Truncated
+            raise Truncated
         chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return chunk
@@ -117,13 +119,13 @@ class _Reader:
             if not byte & 0x80:
                 break
             if shift > 63:
-                raise _Truncated
+                raise Truncated
         if limit is not None and value > limit:
-            raise _Truncated
+            raise Truncated
         return value
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     if value < 0:
         raise ValueError("varints are unsigned")
     out = bytearray()
