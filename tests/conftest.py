@@ -18,6 +18,12 @@ def dance(*args: str, timeout: float = 180, **kwargs) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def dance_process(*args: str, **kwargs) -> subprocess.Popen:
+    """Start `dance ARGS` in the background like `dance` does, output piped as text."""
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
 @pytest.fixture
 def aea_vrs() -> Path:
     if not AEA_VRS.exists():

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from pipeline.transport import free_endpoint
-from tests.conftest import ROOT, dance
+from tests.conftest import ROOT, dance, dance_process
 
 T = "tests.nodes_for_tests"
 
@@ -47,10 +45,8 @@ edges:
 def start(path, group, tmp_path, *extra, name=None):
     """`dance run PATH --group GROUP` as its own process (as on its own host)."""
     name = name or group
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(path), "--group", group, "--quiet",
-         "--report", str(tmp_path / f"{name}.json"), *map(str, extra)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return dance_process("run", path, "--group", group, "--quiet", "--report",
+                         tmp_path / f"{name}.json", *extra)
 
 
 def lines(path):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import psutil
@@ -16,7 +14,7 @@ import zmq
 from pipeline import wire
 from pipeline.packet import Packet
 from pipeline.transport import free_endpoint, route_prefix
-from tests.conftest import ROOT, dance
+from tests.conftest import dance, dance_process
 
 T = "tests.nodes_for_tests"
 
@@ -109,9 +107,7 @@ def test_block_policy_loses_nothing_with_a_slow_consumer(tmp_path):
 @pytest.mark.parametrize("groups", [False, True])
 def test_ctrl_c_drains_and_stops_cleanly(tmp_path, groups):
     path = graph(tmp_path, count=0, speed=1.0, groups=groups)  # endless, 100 packets/s
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", path, "--report",
-                             tmp_path / "r.json"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = dance_process("run", path, "--report", tmp_path / "r.json")
     time.sleep(4)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -131,10 +127,8 @@ def test_duration_stops_an_endless_source(tmp_path):
 
 
 def _group_process(path, group, tmp_path, endpoint_json=None):
-    args = [sys.executable, "-m", "pipeline.cli", "run", path, "--group", group, "--quiet",
-            "--report", tmp_path / f"{group}.json"]
-    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return dance_process("run", path, "--group", group, "--quiet", "--report",
+                         tmp_path / f"{group}.json")
 
 
 def test_upstream_survives_kill_9_of_downstream_with_bounded_memory(tmp_path):
@@ -208,9 +202,7 @@ def link_garbage(legit: list, count: int):
 def test_link_inbox_survives_10000_malformed_messages(tmp_path):
     endpoint = free_endpoint()
     path = graph(tmp_path, count=300, speed=1.0, groups=True, endpoint=endpoint)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", path, "--quiet",
-                             "--report", tmp_path / "r.json"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = dance_process("run", path, "--quiet", "--report", tmp_path / "r.json")
     ctx = zmq.Context()
     attacker = ctx.socket(zmq.PUSH)
     attacker.connect(endpoint)

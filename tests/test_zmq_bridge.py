@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-import sys
 
 import numpy as np
 import zmq
@@ -12,7 +10,7 @@ import zmq
 from pipeline import wire
 from pipeline.packet import Packet
 from pipeline.transport import free_endpoint
-from tests.conftest import ROOT, dance
+from tests.conftest import dance, dance_process
 from tests.test_runtime import damaged_packets
 
 T = "tests.nodes_for_tests"
@@ -32,8 +30,7 @@ edges:
     sub.setsockopt(zmq.SUBSCRIBE, b"ramp")
     sub.setsockopt(zmq.SUBSCRIBE, b"\x00")
     sub.connect(endpoint)  # before the publisher exists: ZeroMQ keeps retrying
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", path, "--quiet"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = dance_process("run", path, "--quiet")
     seqs, eos = [], False
     try:
         while not eos and sub.poll(30_000):
@@ -61,9 +58,7 @@ def test_subscriber_survives_10000_malformed_messages(tmp_path):
 edges:
   - sub.out -> sink.inp
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", path, "--quiet",
-                             "--report", tmp_path / "r.json"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = dance_process("run", path, "--quiet", "--report", tmp_path / "r.json")
     ctx = zmq.Context()
     pub = ctx.socket(zmq.XPUB)
     pub.sndhwm = 0
