@@ -30,7 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from dance.bitstream import ByteReader, Truncated, varint
+from dance.bitstream import ByteReader, Malformed, varint
 from dance.preprocess import full_scale
 
 MAGIC = b"DAB"
@@ -183,7 +183,7 @@ class Container:
              final) = (reader.varint() for _ in range(6))
             self.packets = [[reader.take(reader.varint()) for _ in range(reader.varint())]
                             for _ in range(self.channels)]
-        except Truncated:
+        except Malformed:
             raise BaselineError("truncated audio baseline container") from None
         self.total = final - 1 if final else None
         if reader.pos != len(data) - 4:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from baselines.image import BaselineError, fit_budget  # noqa: E402
 from dance import data, zoo  # noqa: E402
+from dance.codec import load_codec  # noqa: E402
 from evaluation.image_quality import psnr  # noqa: E402
 
 DEFAULT_VRS = REPO.parent / "shared" / "data" / "aea" / "recording.vrs"
@@ -78,7 +79,7 @@ def run_images(checkpoints: list[str], frames: list[tuple[str, np.ndarray]]) -> 
     rows: list[Row] = []
     lambdas = []
     for name in checkpoints:
-        codec = zoo.load_codec(name)
+        codec = load_codec(name)
         label = f"DANCE {_label(name)}"
         lambdas.append((label, float(codec.config.get("lmbda", float("nan")))))
         for frame_name, frame in tqdm(frames, desc=label, unit="frame"):
@@ -230,7 +231,7 @@ def _align(ref: np.ndarray, y: np.ndarray) -> np.ndarray:
 def run_audio(checkpoint: str, clips: int, seconds: float, first_seed: int) -> list[Row]:
     from dance import simulate
 
-    codec = zoo.load_codec(checkpoint)
+    codec = load_codec(checkpoint)
     rows: list[Row] = []
     for seed in tqdm(range(first_seed, first_seed + clips), desc="audio clips", unit="clip"):
         audio = simulate.simulate_clip(seed, seconds)

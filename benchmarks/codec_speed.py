@@ -33,9 +33,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dance.codec import retain_freed_memory  # noqa: E402
+from dance.codec import load_codec, retain_freed_memory  # noqa: E402
 from dance.models import build_model  # noqa: E402
-from dance.zoo import (CheckpointError, load_codec, load_config, resolve_checkpoint,  # noqa: E402
+from dance.zoo import (CheckpointError, load_config, resolve_checkpoint,  # noqa: E402
                        save_checkpoint)
 
 DEFAULT_VRS = ROOT.parent / "shared" / "data" / "aea" / "recording.vrs"
@@ -119,7 +119,9 @@ def breakdown(codec, items: list, image: bool, repeats: int) -> dict[str, float]
     from dance.codec import pad_to_multiple
     with torch.inference_mode():
         xs = [pad_to_multiple(x.to(codec.precision), codec.stride // codec.input_pool) for x in xs]
-        ys = [codec.encoder(x)[0].float() for x in xs]
+        outputs = [codec.encoder(x) for x in xs]
+        outputs = [tuple(o.float() for o in (out if isinstance(out, tuple) else (out,)))
+                   for out in outputs]
 
     def preprocess():
         if image:
@@ -136,8 +138,8 @@ def breakdown(codec, items: list, image: bool, repeats: int) -> dict[str, float]
                 codec.encoder(x)
 
     def entropy():
-        for y in ys:
-            codec.coder.compress(y)
+        for out in outputs:
+            codec.model.code(out, codec.levels - 1)
     return race({"preprocess": preprocess, "network": network, "entropy": entropy}, repeats)
 
 

@@ -11,7 +11,7 @@ import warnings
 
 # Imported on first use, so that `dance run` of a graph without codecs never loads torch.
 _LAZY = {"build_model": "models", "register_model": "models", "load_checkpoint": "zoo",
-         "load_codec": "zoo", "load_config": "zoo", "save_checkpoint": "zoo"}
+         "load_codec": "codec", "load_config": "zoo", "save_checkpoint": "zoo"}
 __all__ = list(_LAZY)
 
 

@@ -47,27 +47,35 @@ def count_macs(module: nn.Module, x: torch.Tensor) -> dict[str, int]:
     return totals
 
 
-def model_report(model: nn.Module, probe_stride_multiple: int = 4) -> dict:
-    """Parameters and MACs per input sample position (pixel, frame, voxel) of encoder and
-    decoder, measured on a probe input of `probe_stride_multiple` × stride per axis."""
+def model_report(model, probe_stride_multiple: int = 4) -> dict:
+    """Parameters and MACs per input sample position (pixel, frame, voxel) of encoder (what
+    the device runs, `export_encoder`) and decoder (the rest of a forward pass), measured on a
+    probe input of `probe_stride_multiple` × stride per axis. Works for any `CodecModel`."""
     side = model.stride * probe_stride_multiple
-    x = torch.zeros(1, model.in_channels, *[side] * model.dims,
-                    device=next(model.parameters()).device)
+    device = next(model.parameters()).device
+    x = torch.zeros(1, model.in_channels, *[side] * model.dims, device=device)
     positions = side ** model.dims
-    enc = count_macs(model.encoder, x)
-    with torch.inference_mode():
-        y = model.encoder(x)
-    dec = count_macs(model.decoder, y)
+    pooled = torch.zeros(1, model.in_channels, *[side // model.input_pool] * model.dims,
+                         device=device)
+    encoder = model.export_encoder(pooled=True)
+    enc = count_macs(encoder, pooled)
+    was_training = model.training
+    model.eval()
+    total = count_macs(model, x)
+    model.train(was_training)
+    groups = model.parameter_groups()
+    entropy_params = sum(p.numel() for p in groups["entropy"] + groups["aux"])
+    encoder_params = count_params(encoder) + sum(b.numel() for b in encoder.buffers())
     return {
-        "encoder_params": count_params(model.encoder),
-        "decoder_params": count_params(model.decoder),
-        "entropy_params": count_params(model.entropy_bottleneck),
+        "encoder_params": encoder_params,
+        "decoder_params": count_params(model) - entropy_params - encoder_params,
+        "entropy_params": entropy_params,
         "encoder_macs_per_sample": enc["conv"] / positions,
         "encoder_norm_macs_per_sample": enc["norm"] / positions,
-        "decoder_macs_per_sample": dec["conv"] / positions,
-        "decoder_norm_macs_per_sample": dec["norm"] / positions,
+        "decoder_macs_per_sample": (total["conv"] - enc["conv"]) / positions,
+        "decoder_norm_macs_per_sample": (total["norm"] - enc["norm"]) / positions,
         "stride": model.stride,
-        "latent_channels": model.latent_channels,
+        "latent_channels": model.string_shapes((side,) * model.dims)[0][0],
         "dims": model.dims,
         "in_channels": model.in_channels,
     }

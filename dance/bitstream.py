@@ -1,23 +1,34 @@
-"""The .dnc container: one entropy-coded latent plus what is needed to decode and restore it.
+"""The .dnc container: a codec's entropy-coded strings plus what is needed to decode them.
 
-Byte layout (version 1, little-endian, varint = unsigned LEB128), documented in docs/bitstream.md:
-    "DNC" | version u8 | kind u8 | dtype u8 | name_len u8 | codec name (utf-8)
-    | codec hash (8 bytes: sha256 prefix of the checkpoint)
-    | varint ndim, ndim × varint  original shape
-    | varint ndim, ndim × varint  latent shape (C, *spatial)
-    | varint sample rate (0 if none) | varint payload length | payload | CRC-32 u32 of all before
+Version 2 (written), little-endian, varint = unsigned LEB128; docs/bitstream.md:
+    "DNC" | version u8 = 2 | kind u8 | dtype u8 | name_len u8 | codec name (utf-8)
+    | codec hash (8 bytes: sha256 prefix of the checkpoint) | family_len u8 | family (utf-8)
+    | varint level | varint ndim, ndim × varint original shape | varint sample rate (0 if none)
+    | varint count, count × (varint ndim, ndim × varint shape, varint length, bytes)  strings
+    | CRC-32 u32 of all before
+Version 1 (read only): one string, no family (it is "dance") and no level (0); its payload is
+CompressAI rANS, decoded by `dance.legacy_rans`.
+
+Every declared size is checked against the data and a maximum before anything is allocated.
 """
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
 
 MAGIC = b"DNC"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 HASH_BYTES = 8
 KINDS = ("generic", "image", "audio")
 DTYPES = ("uint8", "int16", "int32", "int64", "float32", "float64")
+MAX_NDIM = 8
+MAX_STRINGS = 16
+# the most elements a declared shape may hold (original signal or one latent): 2^27 is a
+# 6,000² RGB image or 5 min of 7-channel 48 kHz audio; a larger claim is refused unread
+MAX_ELEMENTS = 1 << 27
 
 
 class BitstreamError(ValueError):
@@ -31,25 +42,42 @@ class Container:
     codec_name: str
     codec_hash: bytes
     shape: tuple[int, ...]
-    latent_shape: tuple[int, ...]
-    payload: bytes
+    strings: tuple[bytes, ...]
+    string_shapes: tuple[tuple[int, ...], ...]
     sample_rate: int = 0
+    family: str = "dance"
+    level: int = 0
+    version: int = VERSION
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of the first (main) latent."""
+        return self.string_shapes[0]
 
     def pack(self) -> bytes:
-        name = self.codec_name.encode()
-        if len(name) > 255:
-            raise ValueError("codec name longer than 255 bytes")
+        if self.version != VERSION:
+            raise ValueError(f"only version {VERSION} containers are written")
+        name, family = self.codec_name.encode(), self.family.encode()
+        if len(name) > 255 or len(family) > 255:
+            raise ValueError("codec and family names must be at most 255 bytes")
         if len(self.codec_hash) != HASH_BYTES:
             raise ValueError(f"codec hash must be {HASH_BYTES} bytes")
+        if len(self.strings) != len(self.string_shapes) or not 0 < len(self.strings) <= MAX_STRINGS:
+            raise ValueError(f"a container holds 1 to {MAX_STRINGS} strings, each with a shape")
         out = bytearray(MAGIC)
         out += struct.pack("<BBBB", VERSION, KINDS.index(self.kind), DTYPES.index(self.dtype),
                            len(name))
-        out += name + self.codec_hash
-        for shape in (self.shape, self.latent_shape):
-            out += varint(len(shape)) + b"".join(varint(s) for s in shape)
-        out += varint(self.sample_rate) + varint(len(self.payload)) + self.payload
+        out += name + self.codec_hash + bytes([len(family)]) + family
+        out += varint(self.level) + _shape(self.shape) + varint(self.sample_rate)
+        out += varint(len(self.strings))
+        for string, shape in zip(self.strings, self.string_shapes):
+            out += _shape(shape) + varint(len(string)) + string
         out += struct.pack("<I", zlib.crc32(out))
         return bytes(out)
+
+
+def _shape(shape: tuple[int, ...]) -> bytes:
+    return varint(len(shape)) + b"".join(varint(s) for s in shape)
 
 
 def unpack(data: bytes) -> Container:
@@ -57,60 +85,91 @@ def unpack(data: bytes) -> Container:
     data = bytes(data)
     if len(data) < 4 or data[:3] != MAGIC:
         raise BitstreamError("not a DANCE bitstream (bad magic)")
-    if data[3] != VERSION:
-        raise BitstreamError(f"bitstream version {data[3]} is not supported (this is {VERSION})")
-    reader = ByteReader(data, len(data))
+    version = data[3]
+    if version not in READABLE_VERSIONS:
+        raise BitstreamError(f"bitstream version {version} is not supported (this reads "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
+    # fields first (every size bounded), then the CRC where they end, so that a damaged stream,
+    # a crafted header with a valid CRC and trailing garbage each get their own message
+    reader = ByteReader(data, len(data), pos=4)
     try:
-        container = _parse(reader)
+        container = (_parse_v1 if version == 1 else _parse_v2)(reader)
         crc_at = reader.pos
-        reader.take(4)
-    except Truncated:
-        if zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "little"):
-            raise BitstreamError("malformed header") from None
+        stored = int.from_bytes(reader.take(4), "little")
+    except Malformed as exc:
+        if len(data) >= 8 and zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "little"):
+            raise BitstreamError(f"malformed header: {exc}") from None
         raise BitstreamError(f"truncated or corrupt bitstream ({len(data)} bytes)") from None
-    if zlib.crc32(data[:crc_at]) != int.from_bytes(data[crc_at:crc_at + 4], "little"):
+    if zlib.crc32(data[:crc_at]) != stored:
         raise BitstreamError("corrupt bitstream (CRC mismatch)")
     if reader.pos != len(data):
         raise BitstreamError(f"{len(data) - reader.pos} unexpected bytes after the bitstream")
     return container
 
 
-def _parse(r: "ByteReader") -> Container:
-    _, version, kind, dtype, name_len = struct.unpack("<3sBBBB", r.take(7))
-    name = r.take(name_len)
-    codec_hash = r.take(HASH_BYTES)
-    shape = tuple(r.varint() for _ in range(r.varint(limit=8)))
-    latent_shape = tuple(r.varint() for _ in range(r.varint(limit=8)))
+def _head(r: "ByteReader") -> tuple[str, str, str, bytes]:
+    kind, dtype, name_len = struct.unpack("<BBB", r.take(3))
+    if kind >= len(KINDS):
+        raise Malformed(f"kind code {kind}")
+    if dtype >= len(DTYPES):
+        raise Malformed(f"dtype code {dtype}")
+    name = _text(r.take(name_len), "codec name")
+    return KINDS[kind], DTYPES[dtype], name, r.take(HASH_BYTES)
+
+
+def _parse_v1(r: "ByteReader") -> Container:
+    kind, dtype, name, codec_hash = _head(r)
+    shape, latent_shape = r.shape("original shape"), r.shape("latent shape")
     sample_rate = r.varint()
     payload = r.take(r.varint())
-    if kind >= len(KINDS) or dtype >= len(DTYPES):
-        raise Truncated  # an impossible code: treated like any other damaged header byte
+    return Container(kind, dtype, name, codec_hash, shape, (payload,), (latent_shape,),
+                     sample_rate, "dance", 0, 1)
+
+
+def _parse_v2(r: "ByteReader") -> Container:
+    kind, dtype, name, codec_hash = _head(r)
+    family = _text(r.take(r.take(1)[0]), "family")
+    level = r.varint(limit=1 << 16, what="level")
+    shape = r.shape("original shape")
+    sample_rate = r.varint(limit=1 << 32, what="sample rate")
+    count = r.varint(limit=MAX_STRINGS, what="string count")
+    if count == 0:
+        raise Malformed("no strings")
+    strings, shapes = [], []
+    for i in range(count):
+        shapes.append(r.shape(f"shape of string {i}"))
+        strings.append(r.take(r.varint()))
+    return Container(kind, dtype, name, codec_hash, shape, tuple(strings), tuple(shapes),
+                     sample_rate, family, level, 2)
+
+
+def _text(raw: bytes, what: str) -> str:
     try:
-        codec_name = name.decode()
+        return raw.decode()
     except UnicodeDecodeError:
-        raise Truncated from None
-    return Container(KINDS[kind], DTYPES[dtype], codec_name, codec_hash, shape, latent_shape,
-                     payload, sample_rate)
+        raise Malformed(f"{what} is not UTF-8") from None
 
 
-class Truncated(Exception):
-    """A read past the end of the data (or an impossible varint)."""
+class Malformed(Exception):
+    """A header field that runs past the data or holds an impossible value."""
+
+
 
 
 class ByteReader:
-    """Reads fields of a container in order; raises Truncated past `end`."""
+    """Reads fields of a container in order; raises Malformed past `end`."""
 
     def __init__(self, data: bytes, end: int, pos: int = 0):
         self.data, self.end, self.pos = data, end, pos
 
     def take(self, n: int) -> bytes:
         if self.pos + n > self.end:
-            raise Truncated
+            raise Malformed(f"a field of {n} bytes runs past the end")
         chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return chunk
 
-    def varint(self, limit: int | None = None) -> int:
+    def varint(self, limit: int | None = None, what: str = "varint") -> int:
         value = shift = 0
         while True:
             byte = self.take(1)[0]
@@ -119,10 +178,17 @@ class ByteReader:
             if not byte & 0x80:
                 break
             if shift > 63:
-                raise Truncated
+                raise Malformed(f"{what} longer than 64 bits")
         if limit is not None and value > limit:
-            raise Truncated
+            raise Malformed(f"{what} {value} is over its maximum {limit}")
         return value
+
+    def shape(self, what: str) -> tuple[int, ...]:
+        ndim = self.varint(limit=MAX_NDIM, what=f"{what} rank")
+        shape = tuple(self.varint(limit=MAX_ELEMENTS, what=what) for _ in range(ndim))
+        if math.prod(shape) > MAX_ELEMENTS:
+            raise Malformed(f"{what} {shape} holds more than {MAX_ELEMENTS} elements")
+        return shape
 
 
 def varint(value: int) -> bytes:

@@ -1,4 +1,9 @@
-"""Codec: arrays <-> .dnc containers with one trained model (preprocess, pad, encode, code).
+"""Codec: arrays <-> .dnc containers with one trained model of any family.
+
+What is common to every family lives here: preprocessing, padding to the model stride, running
+the exported encoder (PyTorch at a precision, or ONNX Runtime), choosing the level for a target
+(`dance.targets`), the container, and checking a container before decoding it. The rest is the
+family's (`dance.models.CodecModel`).
 
 Images: H×W×C uint8 of any size (padded to the model stride by edge replication, cropped back).
 Audio: frames×channels int32/int64 counts or float full scale, padded the same way; for streams,
@@ -7,15 +12,18 @@ own container (decodable alone).
 """
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 import torch
-import torch.nn as nn
 
-from . import bitstream
+from . import bitstream, zoo
 from .bitstream import BitstreamError, Container
-from .entropy import EntropyCodingError, EntropyTables, FactorizedCoder
-from .models import DanceAutoencoder
+from .entropy import EntropyCodingError
+from .models import CodecModel
 from .preprocess import CompandedInput, build_preprocessor
+from .targets import Target, choose_level
 
 # bfloat16 runs the encoder ~2× faster on CPUs with AVX512-BF16 (and on GPUs); latents differ
 # from float32 by ~1e-3, well inside a quantization step. Decoding is unaffected either way.
@@ -49,9 +57,9 @@ def retain_freed_memory() -> bool:
 class Codec:
     """A loaded codec: `compress(array) -> bytes`, `decompress(bytes) -> array`."""
 
-    def __init__(self, model: nn.Module, config: dict, checkpoint_hash: str,
-                 tables: EntropyTables, device: str | torch.device = "cpu",
-                 precision: str = "float32", engine: str = "torch"):
+    def __init__(self, model: CodecModel, config: dict, checkpoint_hash: str,
+                 device: str | torch.device = "cpu", precision: str = "float32",
+                 engine: str = "torch"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         if engine not in ENGINES:
@@ -65,12 +73,11 @@ class Codec:
         self.name = str(config.get("name", "unnamed"))
         self.hash = checkpoint_hash
         self.hash_bytes = bytes.fromhex(checkpoint_hash)[:bitstream.HASH_BYTES]
-        self.coder = FactorizedCoder(tables)
         self.preprocessor = build_preprocessor(config)
         self.kind = self.preprocessor.kind
         # images: a leading AvgPool runs in the preprocessor (integer sums); others: folded
-        self.input_pool = model.pool if self.kind == "image" else 1
-        encoder = model.frozen_encoder()[1:] if self.input_pool > 1 else fast_encoder(model)
+        self.input_pool = model.input_pool if self.kind == "image" else 1
+        encoder = model.export_encoder(pooled=self.input_pool > 1)
         self.engine = engine
         if engine == "onnxruntime":
             from .export import OnnxRuntimeEncoder
@@ -85,10 +92,8 @@ class Codec:
     @classmethod
     def from_checkpoint(cls, ckpt: dict, device: str | torch.device = "cpu",
                         precision: str = "float32", engine: str = "torch") -> "Codec":
-        from .zoo import model_from_checkpoint
-        model = model_from_checkpoint(ckpt, device)
-        return cls(model, ckpt["config"], ckpt["hash"],
-                   EntropyTables.from_dict(ckpt["entropy"]), device, precision, engine)
+        model = zoo.model_from_checkpoint(ckpt, device)
+        return cls(model, ckpt["config"], ckpt["hash"], device, precision, engine)
 
     @property
     def id(self) -> str:
@@ -99,13 +104,19 @@ class Codec:
     def stride(self) -> int:
         return self.model.stride
 
+    @property
+    def levels(self) -> int:
+        return self.model.levels
+
     # -- encoding ----------------------------------------------------------------------------
-    def compress(self, array: np.ndarray, sample_rate: int = 0) -> bytes:
-        """A full container for one image (H×W×C uint8) or audio signal (frames×channels)."""
+    def compress(self, array: np.ndarray, sample_rate: int = 0,
+                 target: Target | None = None) -> bytes:
+        """A full container for one image (H×W×C uint8) or audio signal (frames×channels), at
+        `target` (default: the top level)."""
         if self.kind == "audio":
-            return self.audio_encoder(sample_rate).encode(array)
+            return self.audio_encoder(sample_rate).encode(array, target)
         x = self.preprocessor.forward(array, multiple=self.stride, pool=self.input_pool)
-        return self._encode(x, array, 0)
+        return self._encode(x, array, 0, target)
 
     def audio_encoder(self, sample_rate: int = 0, companded: bool = False) -> "AudioEncoder":
         """A streaming encoder: blocks in, one container per block out, filter state kept.
@@ -114,18 +125,32 @@ class Codec:
             raise TypeError(f"codec '{self.name}' is an {self.kind} codec, not audio")
         return AudioEncoder(self, sample_rate, companded)
 
-    def _encode(self, x: torch.Tensor, array: np.ndarray, sample_rate: int) -> bytes:
-        size = x.shape[2:]
-        if min(size) < 1:
+    def _encode(self, x: torch.Tensor, array: np.ndarray, sample_rate: int,
+                target: Target | None) -> bytes:
+        if min(x.shape[2:]) < 1:
             raise ValueError(f"cannot encode an empty signal of shape {array.shape}")
         with torch.inference_mode():
             x = pad_to_multiple(x.to(self.device, self.precision), self.stride // self.input_pool)
             if self.kind == "image":
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = self.encoder(x)[0].to(torch.float32)
-            payload = self.coder.compress(y)
-        return Container(self.kind, array.dtype.name, self.name, self.hash_bytes,
-                         tuple(array.shape), tuple(y.shape), payload, int(sample_rate)).pack()
+            outputs = self.encoder(x)
+            outputs = tuple(t.to(torch.float32) for t in
+                            (outputs if isinstance(outputs, tuple) else (outputs,)))
+        containers: dict[int, bytes] = {}
+
+        def container(level: int) -> bytes:
+            if level not in containers:
+                strings, shapes = self.model.code(outputs, level)
+                containers[level] = Container(
+                    self.kind, array.dtype.name, self.name, self.hash_bytes, tuple(array.shape),
+                    tuple(strings), tuple(tuple(s) for s in shapes), int(sample_rate),
+                    self.model.family, level).pack()
+            return containers[level]
+
+        seconds = len(array) / sample_rate if self.kind == "audio" and sample_rate else None
+        level = choose_level(target or Target(), self.levels, lambda k: len(container(k)),
+                             raw_bytes(array), seconds)
+        return container(level)
 
     # -- decoding ----------------------------------------------------------------------------
     def decompress(self, data: bytes) -> np.ndarray:
@@ -137,30 +162,53 @@ class Codec:
         container = bitstream.unpack(data)
         self.check(container)
         try:
-            y_hat = self.coder.decompress(container.payload, container.latent_shape)
-        except EntropyCodingError as exc:
-            raise BitstreamError(str(exc)) from None
-        with torch.inference_mode():
-            x_hat = self.model.decoder(y_hat.unsqueeze(0).to(self.device))
-        spatial = container.shape[:2] if self.kind == "image" else container.shape[:1]
+            if container.version == 1:
+                x_hat = self.model.decompress_v1(container.strings[0], container.latent_shape)
+            else:
+                x_hat = self.model.decompress(list(container.strings),
+                                              list(container.string_shapes), container.level)
+        except (EntropyCodingError, ValueError) as exc:
+            raise BitstreamError(f"cannot decode the stream: {exc}") from None
+        spatial = self._spatial(container)
         x_hat = x_hat[(..., *[slice(0, s) for s in spatial])]
         post = CompandedInput(self.preprocessor.channels) if companded else self.preprocessor
         return post.inverse(x_hat, container.dtype), container
 
+    def _spatial(self, container: Container) -> tuple[int, ...]:
+        return container.shape[:2] if self.kind == "image" else container.shape[:1]
+
     def check(self, container: Container) -> None:
-        """Raise BitstreamError unless `container` was made by this very codec."""
+        """Raise BitstreamError unless `container` was made by this very codec and declares
+        shapes it can decode (checked before anything is allocated)."""
         if container.codec_hash != self.hash_bytes or container.codec_name != self.name:
             raise BitstreamError(
                 f"stream was encoded with codec {container.codec_name}@"
-                f"{container.codec_hash.hex()}, this decoder is {self.id}")
+                f"{container.codec_hash.hex()}, this decoder is {self.id}: pass that codec's "
+                "checkpoint with -c")
         if container.kind != self.kind:
             raise BitstreamError(f"stream holds {container.kind}, codec decodes {self.kind}")
-        stride = self.stride
-        spatial = container.shape[:2] if self.kind == "image" else container.shape[:1]
-        expected = (self.model.latent_channels, *[-(-s // stride) for s in spatial])
-        if tuple(container.latent_shape) != expected:
-            raise BitstreamError(f"latent shape {container.latent_shape} does not match the "
-                                 f"original shape {container.shape} (expected {expected})")
+        if container.family != self.model.family:
+            raise BitstreamError(f"stream is of codec family {container.family!r}, this codec "
+                                 f"is {self.model.family!r}")
+        if not 0 <= container.level < self.levels:
+            raise BitstreamError(f"stream level {container.level} is outside this codec's "
+                                 f"levels 0..{self.levels - 1}")
+        rank = 3 if self.kind == "image" else 2
+        channels = self.preprocessor.channels
+        if len(container.shape) != rank or container.shape[-1] != channels \
+                or min(container.shape) < 1:
+            raise BitstreamError(f"original shape {container.shape} is not a {self.kind} with "
+                                 f"{channels} channels")
+        if self.kind == "image" and container.dtype != "uint8":
+            raise BitstreamError(f"an image stream must be uint8, not {container.dtype}")
+        padded = tuple(-(-s // self.stride) * self.stride for s in self._spatial(container))
+        if math.prod(padded) * channels > bitstream.MAX_ELEMENTS:
+            raise BitstreamError(f"original shape {container.shape} is larger than a decoder "
+                                 "accepts")
+        expected = [tuple(s) for s in self.model.string_shapes(padded)]
+        if [tuple(s) for s in container.string_shapes] != expected:
+            raise BitstreamError(f"string shapes {list(container.string_shapes)} do not match "
+                                 f"the original shape {container.shape} (expected {expected})")
 
 
 class AudioEncoder:
@@ -171,8 +219,13 @@ class AudioEncoder:
         channels = codec.preprocessor.channels
         self.stream = CompandedInput(channels) if companded else codec.preprocessor.stream()
 
-    def encode(self, block: np.ndarray) -> bytes:
-        return self.codec._encode(self.stream.forward(block), block, self.sample_rate)
+    def encode(self, block: np.ndarray, target: Target | None = None) -> bytes:
+        return self.codec._encode(self.stream.forward(block), block, self.sample_rate, target)
+
+
+def raw_bytes(array: np.ndarray) -> int:
+    """Uncompressed size the paper's ratios use: uint8 pixels, 4-byte (int32) audio samples."""
+    return int(array.size) * (1 if array.dtype == np.uint8 else 4)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -188,25 +241,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return x
 
 
-def fast_encoder(model: DanceAutoencoder) -> nn.Sequential:
-    """The frozen encoder with a leading AvgPool folded into the first conv.
-
-    AvgPool(p) then conv(k, s, pad k//2) equals one conv of size p·k, stride p·s, padding
-    p·(k//2) whose weights are the original ones replicated over p×…×p cells and divided by
-    p^dims: the same linear map (equal up to float rounding), without a pass over the
-    full-resolution input.
-    """
-    layers = list(model.frozen_encoder())
-    pool = layers[0]
-    if not isinstance(pool, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
-        return nn.Sequential(*layers)
-    first = layers[1]
-    p, dims = model.pool, model.dims
-    weight = first.weight.detach()
-    for axis in range(2, 2 + dims):
-        weight = weight.repeat_interleave(p, dim=axis)
-    fused = type(first)(first.in_channels, first.out_channels, first.kernel_size[0] * p,
-                        stride=first.stride[0] * p, padding=first.padding[0] * p)
-    fused.weight.data.copy_(weight / p ** dims)
-    fused.bias.data.copy_(first.bias.detach())
-    return nn.Sequential(fused, *layers[2:]).eval().requires_grad_(False)
+def load_codec(name_or_path: str | os.PathLike, device: str = "cpu",
+               precision: str = "float32", engine: str = "torch") -> Codec:
+    """A ready-to-use Codec from a zoo name (`aria-image`) or a checkpoint path; `precision`
+    and `engine` choose how the encoder network runs (`PRECISIONS`, `ENGINES`)."""
+    ckpt = zoo.load_checkpoint(zoo.resolve_checkpoint(name_or_path))
+    return Codec.from_checkpoint(ckpt, device, precision, engine)

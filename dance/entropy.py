@@ -1,161 +1,221 @@
-"""Factorized-prior entropy model and its byte coding (rANS with stored integer CDF tables).
+"""Entropy models (training) and their byte coding (stored integer CDF tables, constriction ANS).
 
-Training uses CompressAI's `EntropyBottleneck` (any spatial rank). For coding, the bottleneck's
-state is frozen into `EntropyTables`: integer CDFs, their lengths and offsets, and the float32
-medians used to centre symbols. These tables are stored in the checkpoint and are the only thing
-the coder reads, so decoding a symbol never depends on a float computed at decode time: the same
-bytes give the same latents on every machine (unlike CompressAI's hyperprior models, issues
-#279/#309 there, which recompute scales on the decoder side).
+Training uses CompressAI's entropy models: `VariableRateBottleneck` (its `EntropyBottleneck`
+with a quantisation step, QVRF-style) for factorized priors and `GaussianConditional` for
+hyperpriors. For coding, a model's state is frozen into `CdfTables`: integer CDF rows (16-bit
+precision, as CompressAI computes them), their lengths and symbol offsets. They are stored in the
+checkpoint and are all the coder reads, so a symbol never depends on a float computed at decode
+time by the factorized models.
+
+`TableCoder` codes integer symbols, each with the CDF row it uses, with constriction's ANS
+(`constriction.stream.stack.AnsCoder`, Rust): memory-safe on any input, so a crafted payload is
+one `EntropyCodingError`, never a read past the buffer. Symbols outside a row's support are
+clamped to it (the row's last entry, CompressAI's tail bin, stands for the upper end): a
+trained codec meets this on a vanishing share of symbols; decoding is exact for the rest.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 from dance import quiet_compressai
 
 quiet_compressai()
-from compressai.ans import RansDecoder, RansEncoder  # noqa: E402
-from compressai.entropy_models import EntropyBottleneck  # noqa: E402
+import constriction  # noqa: E402
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional  # noqa: E402
 
-__all__ = ["EntropyBottleneck", "EntropyTables", "FactorizedCoder", "EntropyCodingError"]
+__all__ = ["CdfTables", "TableCoder", "VariableRateBottleneck", "GaussianConditional",
+           "EntropyCodingError", "gaussian_likelihood"]
 
-TABLE_KEYS = ("quantized_cdf", "cdf_length", "offset", "medians")
+PRECISION = 16
 
 
 class EntropyCodingError(ValueError):
-    """A payload that does not decode into the expected number of symbols."""
+    """A payload that does not decode into the expected symbols."""
 
 
 @dataclass(frozen=True)
-class EntropyTables:
-    """Everything the rANS coder needs, as stored values (int32 tables, float32 medians)."""
+class CdfTables:
+    """Integer CDF rows: row r covers symbols offset[r] .. offset[r] + cdf_length[r] - 2."""
 
-    quantized_cdf: torch.Tensor   # int32 [C, L]: per-channel CDF, 16-bit precision
-    cdf_length: torch.Tensor      # int32 [C]: used entries of each row
-    offset: torch.Tensor          # int32 [C]: symbol value of CDF entry 0
-    medians: torch.Tensor         # float32 [C]: symbols are round(y - median)
+    quantized_cdf: torch.Tensor   # int32 [R, L]: CDF values, 0 .. 2^16
+    cdf_length: torch.Tensor      # int32 [R]: used entries of each row (pmf length + 2)
+    offset: torch.Tensor          # int32 [R]: symbol value of entry 0
 
-    @classmethod
-    def from_bottleneck(cls, bottleneck: EntropyBottleneck) -> "EntropyTables":
-        """Read the tables of an updated bottleneck (call `update(force=True)` first)."""
-        if bottleneck._offset.numel() == 0:
-            raise RuntimeError("entropy bottleneck has no CDF tables yet: call update(force=True)")
-        return cls(bottleneck._quantized_cdf.detach().to("cpu", torch.int32).clone(),
-                   bottleneck._cdf_length.detach().to("cpu", torch.int32).clone(),
-                   bottleneck._offset.detach().to("cpu", torch.int32).clone(),
-                   bottleneck.quantiles[:, 0, 1].detach().to("cpu", torch.float32).clone())
-
-    @classmethod
-    def from_dict(cls, tables: dict) -> "EntropyTables":
-        missing = [k for k in TABLE_KEYS if k not in tables]
-        if missing:
-            raise ValueError(f"entropy tables lack {missing}")
-        out = cls(*(tables[k] for k in TABLE_KEYS))
-        channels = out.medians.numel()
-        if not (out.quantized_cdf.dtype == out.cdf_length.dtype == out.offset.dtype == torch.int32):
-            raise ValueError("entropy tables must be int32")
-        if out.quantized_cdf.shape[0] != channels or out.cdf_length.numel() != channels \
-                or out.offset.numel() != channels:
-            raise ValueError("entropy tables disagree on the number of channels")
-        return out
-
-    def to_dict(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k) for k in TABLE_KEYS}
+    def __post_init__(self):
+        rows = self.quantized_cdf.shape[0]
+        if not (self.quantized_cdf.dtype == self.cdf_length.dtype == self.offset.dtype
+                == torch.int32):
+            raise ValueError("CDF tables must be int32")
+        if self.quantized_cdf.dim() != 2 or self.cdf_length.numel() != rows \
+                or self.offset.numel() != rows:
+            raise ValueError("CDF tables disagree on the number of rows")
+        lengths = self.cdf_length.reshape(-1)
+        if rows and (int(lengths.min()) < 3 or int(lengths.max()) > self.quantized_cdf.shape[1]):
+            raise ValueError("CDF table lengths out of range")
 
     @property
-    def channels(self) -> int:
-        return int(self.medians.numel())
+    def rows(self) -> int:
+        return int(self.offset.numel())
+
+    @classmethod
+    def of(cls, model) -> "CdfTables":
+        """The tables of an updated CompressAI entropy model (`update()` called)."""
+        return cls(model._quantized_cdf.detach().to("cpu", torch.int32).clone(),
+                   model._cdf_length.detach().to("cpu", torch.int32).reshape(-1).clone(),
+                   model._offset.detach().to("cpu", torch.int32).reshape(-1).clone())
+
+    @classmethod
+    def stack(cls, tables: list["CdfTables"]) -> "CdfTables":
+        width = max(t.quantized_cdf.shape[1] for t in tables)
+        cdfs = [torch.nn.functional.pad(t.quantized_cdf, (0, width - t.quantized_cdf.shape[1]))
+                for t in tables]
+        return cls(torch.cat(cdfs), torch.cat([t.cdf_length for t in tables]),
+                   torch.cat([t.offset for t in tables]))
+
+    def to_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        return {f"{prefix}quantized_cdf": self.quantized_cdf,
+                f"{prefix}cdf_length": self.cdf_length, f"{prefix}offset": self.offset}
+
+    @classmethod
+    def from_dict(cls, state: dict, prefix: str = "") -> "CdfTables":
+        try:
+            return cls(*(state[f"{prefix}{k}"] for k in ("quantized_cdf", "cdf_length", "offset")))
+        except KeyError as exc:
+            raise ValueError(f"entropy state lacks {exc.args[0]}") from None
 
 
-class FactorizedCoder:
-    """Entropy-codes one latent tensor (C, *spatial) into bytes and back, channel by channel."""
+class TableCoder:
+    """Integer symbols <-> bytes, each symbol coded with its own row of `CdfTables`."""
 
-    def __init__(self, tables: EntropyTables):
+    def __init__(self, tables: CdfTables):
         self.tables = tables
-        self._cdf = tables.quantized_cdf.tolist()
-        self._lengths = tables.cdf_length.reshape(-1).tolist()
-        self._offsets = tables.offset.reshape(-1).tolist()
-        self._medians = tables.medians.reshape(-1)
-        self._medians_np = self._medians.numpy()[:, None]
-        self._offsets_np = tables.offset.numpy().reshape(-1, 1)
-        self._max_values = tables.cdf_length.numpy().reshape(-1, 1) - 2
-        self._cdf_np = tables.quantized_cdf.numpy().astype(np.int64)
-        # |symbol| below this is inside every channel's table: offset <= symbol < offset + max
-        self._in_every_table = int(min(-self._offsets_np.max(),
-                                       (self._offsets_np + self._max_values).min()))
+        self._offsets = tables.offset.numpy().astype(np.int64)
+        self._max_values = tables.cdf_length.numpy().astype(np.int64) - 2
+        self._cdf = tables.quantized_cdf.numpy()
+        self._models: dict[int, object] = {}
 
-    def _medians_for(self, dims: int, device: torch.device) -> torch.Tensor:
-        return self._medians.to(device).reshape(-1, *([1] * dims))
+    def _model(self, row: int):
+        model = self._models.get(row)
+        if model is None:
+            cdf = self._cdf[row, :self._max_values[row] + 2].astype(np.float64)
+            model = constriction.stream.model.Categorical(np.diff(cdf) / 2.0 ** PRECISION,
+                                                          perfect=False)
+            self._models[row] = model
+        return model
 
-    def quantize(self, y: torch.Tensor) -> torch.Tensor:
-        """Integer symbols round(y - median) of one latent (C, *spatial), as int32."""
-        return torch.round(y - self._medians_for(y.dim() - 1, y.device)).to(torch.int32)
+    def _groups(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions sorted by row (stable), the distinct rows and how many symbols each has."""
+        flat = rows.reshape(-1)
+        if flat.size and (flat.min() < 0 or flat.max() >= self.tables.rows):
+            raise EntropyCodingError("symbol uses a CDF row the tables do not have")
+        order = np.argsort(flat, kind="stable")
+        distinct, counts = np.unique(flat[order], return_counts=True)
+        return order, distinct, counts
 
-    def dequantize(self, symbols: torch.Tensor) -> torch.Tensor:
-        return symbols.to(torch.float32) + self._medians_for(symbols.dim() - 1, symbols.device)
+    def encode(self, symbols: np.ndarray, rows: np.ndarray) -> bytes:
+        """Bytes for `symbols` (integers), symbol i coded with CDF row `rows[i]`."""
+        symbols = np.asarray(symbols).reshape(-1)
+        order, distinct, counts = self._groups(np.asarray(rows))
+        sorted_rows = np.asarray(rows).reshape(-1)[order]
+        values = symbols[order].astype(np.int64) - self._offsets[sorted_rows]
+        values = np.clip(values, 0, self._max_values[sorted_rows]).astype(np.int32)
+        coder = constriction.stream.stack.AnsCoder()
+        ends = np.cumsum(counts)
+        for row, end, count in zip(distinct[::-1], ends[::-1], counts[::-1]):
+            coder.encode_reverse(values[end - count:end], self._model(int(row)))
+        return coder.get_compressed().astype("<u4").tobytes()
 
-    def compress(self, y: torch.Tensor) -> bytes:
-        """Bytes for one latent y of shape (C, *spatial) (float; quantized here)."""
-        if y.dim() < 2 or y.shape[0] != self.tables.channels:
-            raise ValueError(f"latent must be (C={self.tables.channels}, *spatial), got "
-                             f"{tuple(y.shape)}")
-        # numpy, not torch: same round-half-to-even, and ndarray.tolist() (the int list the
-        # rANS binding wants) costs half of Tensor.tolist()
-        latent = y.detach().to("cpu", torch.float32).numpy().reshape(y.shape[0], -1)
-        symbols = np.rint(latent - self._medians_np).astype(np.int32)
-        self._check_room(symbols)
-        indexes = _channel_indexes(tuple(y.shape))
-        return RansEncoder().encode_with_indexes(symbols.reshape(-1).tolist(), indexes,
-                                                 self._cdf, self._lengths, self._offsets)
+    def decode(self, data: bytes, rows: np.ndarray) -> np.ndarray:
+        """The symbols coded in `data` (int32, the shape of `rows`)."""
+        rows = np.asarray(rows)
+        if len(data) % 4:
+            raise EntropyCodingError(f"payload of {len(data)} bytes is not whole 32-bit words")
+        order, distinct, counts = self._groups(rows)
+        try:
+            coder = constriction.stream.stack.AnsCoder(
+                np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        except ValueError as exc:
+            raise EntropyCodingError(f"payload is not an ANS stream ({exc})") from None
+        values = np.empty(order.size, dtype=np.int64)
+        start = 0
+        for row, count in zip(distinct, counts):
+            values[start:start + count] = coder.decode(self._model(int(row)), int(count))
+            start += count
+        if not coder.is_empty():
+            raise EntropyCodingError("payload holds more data than its declared shape")
+        out = np.empty(order.size, dtype=np.int32)
+        out[order] = values + self._offsets[rows.reshape(-1)[order]]
+        return out.reshape(rows.shape)
 
-    def _check_room(self, symbols: np.ndarray) -> None:
-        """Refuse latents whose code would overrun CompressAI's rANS output buffer.
-
-        Its encoder writes into 32 bits per symbol without checking the bound. An in-table
-        symbol costs at most 16 bits and an escaped (out-of-table) one at most 16 + 40, so the
-        exact cost is only computed when many symbols escape (far-off, e.g. untrained, latents).
-        """
-        room = 32 * symbols.size - 96  # 64 bits of final state, 32 of renormalisation slack
-        if 16 * symbols.size <= room and np.abs(symbols).max() < self._in_every_table:
-            return  # no symbol escapes (a trained codec's usual case): one reduction, no masks
-        values = symbols - self._offsets_np
-        escaped = (values < 0) | (values >= self._max_values)
-        if 16 * symbols.size + 40 * int(np.count_nonzero(escaped)) <= room:
-            return
-        if self._code_bits(values, escaped) > room:
-            raise EntropyCodingError(
-                f"latent too far outside the entropy model's range ({np.count_nonzero(escaped)}"
-                f" of {symbols.size} symbols escape the CDF tables): cannot code it safely")
-
-    def _code_bits(self, values: np.ndarray, escaped: np.ndarray) -> float:
-        """Bits the rANS coder spends on `values` (symbol - offset, C × positions)."""
-        cells = np.where(escaped, self._max_values, values)
-        freq = (np.take_along_axis(self._cdf_np, cells + 1, axis=1)
-                - np.take_along_axis(self._cdf_np, cells, axis=1))
-        bits = float(np.sum(16.0 - np.log2(freq)))
-        raw = np.where(values < 0, -2 * values - 1, 2 * (values - self._max_values))[escaped]
-        nibbles = (np.frexp(raw.astype(np.float64))[1] + 3) // 4  # ceil(bit length / 4)
-        return bits + float(np.sum(4 * (nibbles + nibbles // 15 + 1)))
-
-    def decompress(self, payload: bytes, latent_shape: tuple[int, ...]) -> torch.Tensor:
-        """The dequantized latent (float32, shape `latent_shape`) encoded in `payload`."""
-        latent_shape = tuple(int(s) for s in latent_shape)
-        if len(latent_shape) < 2 or latent_shape[0] != self.tables.channels:
-            raise EntropyCodingError(f"latent shape {latent_shape} does not fit a coder with "
-                                     f"{self.tables.channels} channels")
-        indexes = _channel_indexes(latent_shape)
-        symbols = RansDecoder().decode_with_indexes(bytes(payload), indexes, self._cdf,
-                                                    self._lengths, self._offsets)
-        if len(symbols) != len(indexes):
-            raise EntropyCodingError("payload decoded into the wrong number of symbols")
-        return self.dequantize(torch.tensor(symbols, dtype=torch.int32).reshape(latent_shape))
+    def bits(self, symbols: np.ndarray, rows: np.ndarray) -> float:
+        """Ideal code length (bits) of `symbols`, from the tables: ranks levels without coding."""
+        rows = np.asarray(rows).reshape(-1)
+        values = np.clip(np.asarray(symbols).reshape(-1).astype(np.int64) - self._offsets[rows],
+                         0, self._max_values[rows])
+        freq = self._cdf[rows, values + 1].astype(np.int64) - self._cdf[rows, values]
+        return float(np.sum(PRECISION - np.log2(np.maximum(freq, 1))))
 
 
-@lru_cache(maxsize=16)
-def _channel_indexes(latent_shape: tuple[int, ...]) -> list[int]:
-    """CDF row of each latent element, in C-major (row-major) order."""
-    per_channel = int(np.prod(latent_shape[1:]))
-    return np.repeat(np.arange(latent_shape[0], dtype=np.int32), per_channel).tolist()
+class VariableRateBottleneck(EntropyBottleneck):
+    """CompressAI's factorized `EntropyBottleneck` (same parameters and state names) with a
+    quantisation step: symbols round((y - median) / step), likelihood of a bin of width `step`
+    (QVRF, Tong et al. 2022; compressai's `EntropyBottleneckVbr` idea). step = 1 is the plain
+    bottleneck, so fixed-rate checkpoints load and behave as before."""
+
+    def forward(self, x: torch.Tensor, step: float = 1.0, training: bool | None = None):
+        training = self.training if training is None else training
+        perm = [1, 0, *range(2, x.dim())]
+        values = x.permute(*perm).reshape(x.shape[1], 1, -1)
+        medians = self._get_medians()
+        if training:
+            outputs = values + torch.empty_like(values).uniform_(-0.5, 0.5) * step
+        else:
+            outputs = torch.round((values - medians) / step) * step + medians
+        lower = self._logits_cumulative(outputs - 0.5 * step, stop_gradient=False)
+        upper = self._logits_cumulative(outputs + 0.5 * step, stop_gradient=False)
+        sign = -torch.sign(lower + upper).detach()
+        likelihood = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+        if self.use_likelihood_bound:
+            likelihood = self.likelihood_lower_bound(likelihood)
+        shape = [x.shape[1], x.shape[0], *x.shape[2:]]
+        outputs = outputs.reshape(shape).permute(*perm).contiguous()
+        likelihood = likelihood.reshape(shape).permute(*perm).contiguous()
+        return outputs, likelihood
+
+    @torch.no_grad()
+    def tables_at(self, step: float) -> CdfTables:
+        """Integer CDFs of the symbols at quantisation step `step` (one row per channel)."""
+        medians = self.quantiles[:, 0, 1]
+        minima = torch.clamp(torch.ceil((medians - self.quantiles[:, 0, 0]) / step).int(), min=0)
+        maxima = torch.clamp(torch.ceil((self.quantiles[:, 0, 2] - medians) / step).int(), min=0)
+        pmf_length = maxima + minima + 1
+        max_length = int(pmf_length.max())
+        samples = torch.arange(max_length, device=medians.device) * step
+        samples = samples[None, None, :] + (medians - minima * step)[:, None, None]
+        lower = self._logits_cumulative(samples - 0.5 * step, stop_gradient=True)
+        upper = self._logits_cumulative(samples + 0.5 * step, stop_gradient=True)
+        pmf = (torch.sigmoid(upper) - torch.sigmoid(lower))[:, 0, :]
+        tail_mass = torch.sigmoid(lower[:, 0, :1]) + torch.sigmoid(-upper[:, 0, -1:])
+        cdf = self._pmf_to_cdf(pmf, tail_mass, pmf_length, max_length)
+        return CdfTables(cdf.to(torch.int32).cpu(), (pmf_length + 2).to(torch.int32).cpu(),
+                         (-minima).to(torch.int32).cpu())
+
+    def medians(self) -> torch.Tensor:
+        return self.quantiles[:, 0, 1].detach().to("cpu", torch.float32).clone()
+
+
+def gaussian_likelihood(gc: GaussianConditional, y: torch.Tensor, scales: torch.Tensor,
+                        step: float, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y_hat, likelihood) of a zero-mean Gaussian conditional at quantisation step `step`:
+    the symbol is round(y / step), its scale scales / step (QVRF on a hyperprior)."""
+    scaled = y / step
+    if training:
+        symbols = scaled + torch.empty_like(scaled).uniform_(-0.5, 0.5)
+    else:
+        symbols = torch.round(scaled)
+    likelihood = gc._likelihood(symbols, scales / step)
+    if gc.use_likelihood_bound:
+        likelihood = gc.likelihood_lower_bound(likelihood)
+    return symbols * step, likelihood

@@ -1,166 +1,179 @@
-"""Model registry and the first family, "dance": an N-D rate-distortion autoencoder.
+"""The codec-model contract every family implements, and the family registry.
 
-`build_model(config)` looks up `config["family"]` in the registry, so other encoder families
-(wavelet front ends, linear measurement encoders, slimmable ensembles, feature codecs) plug in
-with `@register_model("name")` and a `from_config(config)` classmethod, without touching callers.
-Conventions follow CompressAI: `forward(x) -> {"x_hat", "likelihoods": {"y"}}`, `aux_loss()`,
-`update(force=True)`.
+In the spirit of CompressAI's `CompressionModel`, generalised to N-D signals, several entropy-coded
+strings and variable rate. A family is one module: a `CodecModel` subclass decorated with
+`@register_model("name")`; a config names it by `family: name` (built-ins and registered ones)
+or `family: package.module:Class` (imported on demand, so a checkpoint of a family that lives
+outside `dance/` loads without a registry edit). `dance.codec.Codec` only relies on this class.
 """
 from __future__ import annotations
 
-import copy
+import importlib
 import math
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from .entropy import EntropyBottleneck, EntropyTables, FactorizedCoder
-from .layers import (GDN, AttentionBlock, FrozenGDN, ResidualBlock, ResidualBlockUpsample, conv,
-                     subpel_conv)
-
 MODELS: dict[str, type] = {}
+# CompressAI entropy models keep their CDF tables in variable-size buffers; checkpoints carry
+# tables in `entropy_state()` instead, so these never go into a state dict
+TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
-_POOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
-_TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+
+class CodecModel(nn.Module):
+    """Base class of a codec family.
+
+    Geometry: inputs are N×C×(spatial...) with spatial sizes a multiple of `stride` (the Codec
+    pads); `input_pool` > 1 says the model starts with an average pooling the Codec may do for
+    it in integer arithmetic (images), and `export_encoder(pooled=True)` then leaves it out.
+
+    Rate: `levels` operating points, 0 = fewest bytes; training passes a continuous level in
+    [0, levels - 1] to `forward`, coding an integer one. One level = a fixed-rate model.
+    """
+
+    family = ""          # set by register_model
+    levels = 1
+    input_pool = 1
+    dims: int
+    in_channels: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> "CodecModel":
+        raise NotImplementedError
+
+    # -- geometry ----------------------------------------------------------------------------
+    @property
+    def stride(self) -> int:
+        """Downsampling per spatial axis from input to the coarsest string."""
+        raise NotImplementedError
+
+    def string_shapes(self, size: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """Shapes of the strings coded for an input of spatial `size` (multiples of `stride`);
+        decoders refuse containers that declare others."""
+        raise NotImplementedError
+
+    # -- training ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, level: float | None = None) -> dict:
+        """{"x_hat": reconstruction, "likelihoods": {name: tensor}} at `level` (default: top)."""
+        raise NotImplementedError
+
+    def aux_loss(self) -> torch.Tensor:
+        """Loss of auxiliary entropy parameters (CompressAI's quantiles), trained apart."""
+        return torch.zeros(())
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Optimizer groups: "network" (analysis/synthesis), "entropy" (densities, may learn
+        faster), "aux" (trained on aux_loss only). Default: everything is network."""
+        return {"network": list(self.parameters()), "entropy": [], "aux": []}
+
+    # -- entropy state -----------------------------------------------------------------------
+    def update(self, force: bool = True) -> None:
+        """Recompute the integer coding tables from the learned densities."""
+        raise NotImplementedError
+
+    def entropy_state(self) -> dict[str, torch.Tensor]:
+        """Stored coding state (integer CDF tables, float32 constants) for checkpoints."""
+        raise NotImplementedError
+
+    def load_entropy_state(self, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    # -- coding ------------------------------------------------------------------------------
+    def export_encoder(self, pooled: bool = False) -> nn.Module:
+        """The device side as one plain module (frozen, no training-only ops): input -> a tensor
+        or tuple of tensors, which `code` turns into strings. Exported to ONNX/TorchScript."""
+        raise NotImplementedError
+
+    def code(self, outputs: tuple[torch.Tensor, ...], level: int) -> tuple[list[bytes],
+                                                                           list[tuple[int, ...]]]:
+        """Entropy-code the encoder outputs of one item (batch 1) at `level`: (strings, shapes).
+        Cheap next to the encoder, so target-rate search calls it for several levels."""
+        raise NotImplementedError
+
+    def decompress(self, strings: list[bytes], shapes: list[tuple[int, ...]],
+                   level: int) -> torch.Tensor:
+        """1×C×(padded spatial) reconstruction of one item."""
+        raise NotImplementedError
+
+    def compress(self, x: torch.Tensor, level: int) -> dict:
+        """{"strings", "shapes"} of one item (1×C×spatial, a multiple of stride)."""
+        with torch.inference_mode():
+            outputs = self.export_encoder()(x)
+        strings, shapes = self.code(outputs if isinstance(outputs, tuple) else (outputs,), level)
+        return {"strings": strings, "shapes": shapes}
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def network_state(self) -> dict[str, torch.Tensor]:
+        """state_dict() without the entropy models' variable-size table buffers."""
+        return {k: v.detach().cpu().clone() for k, v in self.state_dict().items()
+                if k.rsplit(".", 1)[-1] not in TABLE_BUFFERS}
+
+    def load_network_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load weights saved by `network_state`; raise ValueError naming what does not fit."""
+        own = {k for k in self.state_dict() if k.rsplit(".", 1)[-1] not in TABLE_BUFFERS}
+        missing, unexpected = own - set(state), set(state) - own
+        if missing or unexpected:
+            raise ValueError(f"weights do not fit the model: missing {sorted(missing)[:4]}, "
+                             f"unexpected {sorted(unexpected)[:4]}")
+        try:
+            self.load_state_dict({k: state[k] for k in own}, strict=False)
+        except RuntimeError as exc:
+            raise ValueError(str(exc).splitlines()[-1].strip()) from None
+
+    def check_level(self, level: int) -> int:
+        if not (isinstance(level, int) and 0 <= level < self.levels):
+            raise ValueError(f"level must be an integer in 0..{self.levels - 1}, got {level!r}")
+        return level
 
 
 def register_model(name: str) -> Callable[[type], type]:
-    """Class decorator: make a model family buildable by `build_model({"family": name, ...})`."""
+    """Class decorator: make a family buildable by `build_model({"family": name, ...})`."""
     def add(cls: type) -> type:
-        if name in MODELS:
+        if name in MODELS and MODELS[name] is not cls:
             raise ValueError(f"model family '{name}' is already registered")
-        if not callable(getattr(cls, "from_config", None)):
-            raise TypeError(f"{cls.__name__} needs a from_config(config) classmethod")
+        if not (isinstance(cls, type) and issubclass(cls, CodecModel)):
+            raise TypeError(f"{getattr(cls, '__name__', cls)} must subclass dance.models.CodecModel")
+        cls.family = name
         MODELS[name] = cls
         return cls
     return add
 
 
-def build_model(config: dict) -> nn.Module:
-    family = config.get("family", "dance")
-    if family not in MODELS:
-        raise ValueError(f"unknown model family '{family}' (known: {sorted(MODELS)})")
-    return MODELS[family].from_config(config)
+def model_class(family: str) -> type:
+    """The class of a family name, or of a `module:Class` reference (imported here)."""
+    from . import families  # noqa: F401  (registers the built-in families)
+    if family in MODELS:
+        return MODELS[family]
+    if ":" in family:
+        module, _, attr = family.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"model family '{family}' cannot be imported ({exc})") from None
+        if not (isinstance(cls, type) and issubclass(cls, CodecModel)):
+            raise ValueError(f"model family '{family}' is not a dance.models.CodecModel")
+        return cls
+    raise ValueError(f"unknown model family '{family}' (known: {sorted(MODELS)}, or "
+                     "package.module:Class)")
 
 
-@register_model("dance")
-class DanceAutoencoder(nn.Module):
-    """Strided conv + GDN encoder, Cheng-2020 decoder, factorized-prior entropy bottleneck.
+def build_model(config: dict) -> CodecModel:
+    return model_class(str(config.get("family", "dance"))).from_config(config)
 
-    Config keys: dims, in_channels, latent_channels,
-    encoder: {pool, widths (hidden), kernels, strides},
-    decoder: {widths (one per upsampling stage), attention (bool), upsample: subpel|transposed}.
-    """
 
-    def __init__(self, dims: int, in_channels: int, latent_channels: int, encoder: dict,
-                 decoder: dict):
-        super().__init__()
-        self.dims, self.in_channels, self.latent_channels = dims, in_channels, latent_channels
-        self.pool = int(encoder.get("pool", 1))
-        self.strides = [int(s) for s in encoder["strides"]]
-        self.encoder = self._build_encoder(encoder)
-        self.decoder = self._build_decoder(decoder)
-        self.entropy_bottleneck = EntropyBottleneck(latent_channels)
+def rate_settings(config: dict) -> dict:
+    """The `rate:` block of a model config with defaults: fixed rate unless levels > 1."""
+    rate = {"levels": 1, "step_min": 1.0, "step_max": 1.0, **(config.get("rate") or {})}
+    rate["levels"] = int(rate["levels"])
+    if rate["levels"] < 1 or not 0 < float(rate["step_min"]) <= float(rate["step_max"]):
+        raise ValueError(f"rate: needs levels >= 1 and 0 < step_min <= step_max, got {rate}")
+    return rate
 
-    @classmethod
-    def from_config(cls, config: dict) -> "DanceAutoencoder":
-        return cls(int(config["dims"]), int(config["in_channels"]),
-                   int(config["latent_channels"]), config["encoder"], config["decoder"])
 
-    # -- architecture ------------------------------------------------------------------------
-    def _build_encoder(self, spec: dict) -> nn.Sequential:
-        widths = [self.in_channels, *[int(w) for w in spec["widths"]], self.latent_channels]
-        kernels = [int(k) for k in spec["kernels"]]
-        if not (len(kernels) == len(self.strides) == len(widths) - 1):
-            raise ValueError("encoder needs one kernel and one stride per conv "
-                             f"(widths {widths}, kernels {kernels}, strides {self.strides})")
-        layers: list[nn.Module] = []
-        if self.pool > 1:
-            layers.append(_POOL[self.dims](self.pool))
-        for i, (k, s) in enumerate(zip(kernels, self.strides)):
-            if i:
-                layers.append(GDN(widths[i]))
-            layers.append(conv(self.dims, widths[i], widths[i + 1], k, s))
-        return nn.Sequential(*layers)
-
-    def _build_decoder(self, spec: dict) -> nn.Sequential:
-        """AttentionBlock, then per upsampling stage ResidualBlockUpsample + ResidualBlock (an
-        attention block after the middle stage), ending in a sub-pixel conv to the input
-        channels — the Cheng 2020 decoder generalised to N-D and any number of stages."""
-        factors = list(reversed(self.strides)) + ([self.pool] if self.pool > 1 else [])
-        widths = [int(w) for w in spec["widths"]]
-        if len(widths) != len(factors):
-            raise ValueError(f"decoder needs one width per upsampling stage: {len(factors)} "
-                             f"stages ({factors}), got widths {widths}")
-        mode = spec.get("upsample", "subpel")
-        attention = bool(spec.get("attention", True))
-        d = self.dims
-        layers: list[nn.Module] = []
-        if attention:
-            layers.append(AttentionBlock(d, self.latent_channels))
-        layers.append(ResidualBlock(d, self.latent_channels, widths[0]))
-        middle = len(factors) // 2
-        for i in range(1, len(factors)):
-            layers += [ResidualBlockUpsample(d, widths[i - 1], widths[i], factors[i - 1], mode),
-                       ResidualBlock(d, widths[i], widths[i])]
-            if attention and i == middle:
-                layers.append(AttentionBlock(d, widths[i]))
-        layers.append(subpel_conv(d, widths[-1], self.in_channels, factors[-1]))
-        return nn.Sequential(*layers)
-
-    @property
-    def stride(self) -> int:
-        """Downsampling per spatial axis from input to latent."""
-        return self.pool * math.prod(self.strides)
-
-    def latent_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
-        """Latent spatial size for an input whose spatial size is a multiple of `stride`."""
-        return tuple(s // self.stride for s in size)
-
-    # -- CompressAI conventions --------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> dict:
-        y = self.encoder(x)
-        y_hat, y_likelihoods = self.entropy_bottleneck(y)
-        x_hat = self.decoder(y_hat)
-        x_hat = x_hat[(..., *[slice(0, s) for s in x.shape[2:]])]
-        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods}}
-
-    def aux_loss(self) -> torch.Tensor:
-        """Loss of the bottleneck's quantile parameters (trained with its own optimizer)."""
-        return self.entropy_bottleneck.loss()
-
-    def update(self, force: bool = False) -> bool:
-        """Recompute the integer CDF tables from the learned densities."""
-        return self.entropy_bottleneck.update(force=force)
-
-    def entropy_tables(self) -> EntropyTables:
-        return EntropyTables.from_bottleneck(self.entropy_bottleneck)
-
-    def set_entropy_tables(self, tables: EntropyTables) -> None:
-        """Install stored tables (as loaded from a checkpoint) into the bottleneck."""
-        eb = self.entropy_bottleneck
-        device = eb.quantiles.device
-        eb._quantized_cdf = tables.quantized_cdf.to(device)
-        eb._cdf_length = tables.cdf_length.to(device)
-        eb._offset = tables.offset.to(device)
-
-    def entropy_coder(self) -> FactorizedCoder:
-        return FactorizedCoder(self.entropy_tables())
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Like nn.Module's, but resizes the bottleneck's table buffers to the stored ones."""
-        eb = self.entropy_bottleneck
-        for name in _TABLE_BUFFERS:
-            key = f"entropy_bottleneck.{name}"
-            if key in state_dict:
-                setattr(eb, name, torch.empty_like(state_dict[key], device=eb.quantiles.device))
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    # -- inference ---------------------------------------------------------------------------
-    def frozen_encoder(self) -> nn.Sequential:
-        """A copy of the encoder for inference/export: GDN parameters baked in, no autograd
-        reparametrisation, no training-only ops."""
-        layers = [FrozenGDN(m) if isinstance(m, GDN) else copy.deepcopy(m) for m in self.encoder]
-        return nn.Sequential(*layers).eval().requires_grad_(False)
-
+def geometric(level: float, levels: int, low: float, high: float) -> float:
+    """low at level 0, high at the top level, geometric in between (λ of a level in training)."""
+    if levels <= 1:
+        return float(high)
+    t = float(level) / (levels - 1)
+    return math.exp((1 - t) * math.log(low) + t * math.log(high))

@@ -2,14 +2,17 @@
 
 Loss per batch (documented in docs/training.md):
 
-    rate  = -sum(log2 p(y_hat)) / numel(x)          bits per input element (pixel channel, sample)
+    rate  = -sum(log2 p(strings)) / numel(x)        bits per input element (pixel channel, sample)
     mse   = mean((x_hat - x)^2)                       on the preprocessed scale the model sees
     loss  = rate + lmbda * mse
 
 so a higher ``lmbda`` buys quality with bytes (CompressAI's convention, with rate per element
-instead of per pixel and no 255^2 factor). The entropy bottleneck's quantiles are trained by a
-separate optimizer on ``model.aux_loss()``, as in CompressAI. With ``rate_control.target_ratio``
-the trainer adapts lmbda during training so that the rate lands on raw_bits / target_ratio.
+instead of per pixel and no 255^2 factor). Any family trains here: its `parameter_groups()` say
+what the optimizers get, its auxiliary parameters are trained on ``model.aux_loss()`` by a
+separate optimizer, as in CompressAI. A variable-rate model (``rate.levels`` > 1) draws a
+continuous level per batch, uniformly, with ``lmbda: [low, high]`` mapped geometrically onto the
+levels (QVRF's joint training). With ``rate_control.target_ratio`` (fixed-rate models) the
+trainer adapts lmbda during training so that the rate lands on raw_bits / target_ratio.
 
 Runs on CPU, on CUDA with AMP, and on several GPUs under ``torchrun`` (DDP when WORLD_SIZE > 1).
 """
@@ -35,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from . import zoo
 from .data import DataError, build_datasets
 from .heuristics import size_model
-from .models import build_model
+from .models import build_model, geometric
 from .preprocess import build_preprocessor
 
 RAW_BITS = {"image": 8, "audio": 32}  # bits per raw element: uint8 pixels, int32 mic counts
@@ -45,7 +48,7 @@ DEFAULTS: dict = {
     "model_overrides": {},      # {dotted.key: value} applied to the resolved model config
     "init": None,               # checkpoint whose weights start the run (fine-tuning)
     "data": {},
-    "lmbda": 0.01,
+    "lmbda": 0.01,              # a number, or [low, high] for a variable-rate model's levels
     "rate_control": None,       # {target_ratio, gain, warmup}: adapt lmbda to hit raw_bits / target_ratio
     "distortion": "mse",        # mse (in the model's domain) | relative_linear (audio: see rate_distortion)
     "gain_weight": 1.0,         # relative_linear: weight of the gain error against the residual
@@ -118,7 +121,7 @@ def resolve_model_config(spec) -> dict:
             raise ConfigError(f"model.heuristic: {e}") from None
         config.update(spec)
         spec = config
-    for key in ("dims", "in_channels", "latent_channels", "encoder", "decoder", "kind"):
+    for key in ("dims", "in_channels", "kind"):
         if key not in spec:
             raise ConfigError(f"model.{key}: missing")
     return spec
@@ -277,6 +280,20 @@ def rate_distortion(out: dict, x: torch.Tensor, lmbda: float, distortion: str = 
     return {"loss": rate + lmbda * mse, "rate": rate, "mse": mse}
 
 
+def _lmbda_range(value, levels: int) -> tuple[float, float]:
+    """(lmbda at level 0, lmbda at the top level) from a number or a [low, high] pair."""
+    pair = value if isinstance(value, (list, tuple)) else [value, value]
+    try:
+        low, high = (float(v) for v in pair)
+    except (TypeError, ValueError):
+        raise ConfigError(f"lmbda: a number or [low, high], got {value!r}") from None
+    if not 0 < low <= high:
+        raise ConfigError(f"lmbda: needs 0 < low <= high, got {value!r}")
+    if levels == 1 and low != high:
+        raise ConfigError("lmbda: [low, high] needs a variable-rate model (model.rate.levels > 1)")
+    return low, high
+
+
 def expand_torch(y: torch.Tensor, pre) -> torch.Tensor:
     """Differentiable inverse mu-law of the audio preprocessor (full-scale linear amplitude)."""
     y = y.clamp(-1.0, 1.0)
@@ -327,18 +344,20 @@ class Trainer:
         self.batches_per_epoch = max(1, math.ceil(len(self.sampler) / int(config["batch_size"])))
         self.total_steps = int(config["epochs"] * self.batches_per_epoch) if config["epochs"] else int(config["steps"])
 
-        self.model = build_model(self.model_config).to(device)
-        named = dict(self.model.named_parameters())
-        aux_params = [p for n, p in named.items() if n.endswith(".quantiles")]
-        density = [p for n, p in named.items() if n.startswith("entropy_bottleneck.") and not n.endswith(".quantiles")]
-        network = [p for n, p in named.items() if not n.startswith("entropy_bottleneck.")]
+        try:
+            self.model = build_model(self.model_config).to(device)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"model: {e}") from None
+        groups = self.model.parameter_groups()
         # The factorized density starts very wide; its own (higher) learning rate lets the rate
         # fall within a short CPU run instead of after thousands of steps.
+        entropy_lr = float(config["entropy_lr"] or config["lr"])
         self.optimizer = torch.optim.Adam([
-            {"params": network, "lr": float(config["lr"]), "base_lr": float(config["lr"])},
-            {"params": density, "lr": float(config["entropy_lr"] or config["lr"]),
-             "base_lr": float(config["entropy_lr"] or config["lr"])}])
-        self.aux_optimizer = torch.optim.Adam(aux_params, lr=float(config["aux_lr"]))
+            {"params": groups["network"], "lr": float(config["lr"]), "base_lr": float(config["lr"])},
+            {"params": groups["entropy"], "lr": entropy_lr, "base_lr": entropy_lr}])
+        self.aux_optimizer = (torch.optim.Adam(groups["aux"], lr=float(config["aux_lr"]))
+                              if groups["aux"] else None)
+        aux_ids = {id(p) for p in groups["aux"]}
         self.amp = bool(config["amp"]) and device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
@@ -349,13 +368,18 @@ class Trainer:
             # The quantiles get gradients only from aux_loss, outside forward(); DDP must not wait
             # for them. Their gradients are averaged by hand in _aux_step instead.
             DDP._set_params_and_buffers_to_ignore_for_model(
-                self.model, [n for n, _ in self.model.named_parameters() if n.endswith(".quantiles")])
+                self.model, [n for n, p in self.model.named_parameters() if id(p) in aux_ids])
             self.net = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                            broadcast_buffers=False)
         if config["init"]:
             self._init_from(Path(config["init"]))
         self.step = 0
-        self.lmbda = float(config["lmbda"])
+        self.levels = self.model.levels
+        self.lmbda_range = _lmbda_range(config["lmbda"], self.levels)
+        self.lmbda = self.lmbda_range[1]
+        if self.levels > 1 and config["rate_control"]:
+            raise ConfigError("rate_control adapts one lmbda: a variable-rate model (rate.levels "
+                              "> 1) takes lmbda: [low, high] instead")
         self.distortion = config["distortion"]
         if self.distortion not in ("mse", "relative_linear") or (
                 self.distortion == "relative_linear" and self.kind != "audio"):
@@ -369,13 +393,14 @@ class Trainer:
         """Start from a trained checkpoint's weights; its architecture must match the model's."""
         ckpt = zoo.load_checkpoint(path)
         try:
-            self.model.load_state_dict(ckpt["state_dict"], strict=False)
-        except RuntimeError as e:
-            raise ConfigError(f"init: {path} does not fit the model ({str(e).splitlines()[0]})") from None
+            self.model.load_network_state(ckpt["state_dict"])
+        except ValueError as e:
+            raise ConfigError(f"init: {path} does not fit the model ({e})") from None
 
     def _save_state(self) -> None:
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "aux_optimizer": self.aux_optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+        state = {"model": self.model.network_state(), "optimizer": self.optimizer.state_dict(),
+                 "aux_optimizer": self.aux_optimizer.state_dict() if self.aux_optimizer else {},
+                 "scaler": self.scaler.state_dict(),
                  "step": self.step, "lmbda": self.lmbda, "rate_ema": self.rate_ema,
                  "rng": _rng_state(), "config": yaml.safe_dump(self.config)}
         tmp = self.state_path.with_name("last.pt.tmp")
@@ -389,9 +414,10 @@ class Trainer:
             state = torch.load(self.state_path, map_location=self.device, weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
             raise ConfigError(f"{self.state_path}: cannot read training state ({e})") from None
-        self.model.load_state_dict(state["model"])
+        self.model.load_network_state(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.aux_optimizer.load_state_dict(state["aux_optimizer"])
+        if self.aux_optimizer:
+            self.aux_optimizer.load_state_dict(state["aux_optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.lmbda, self.rate_ema = int(state["step"]), float(state["lmbda"]), state["rate_ema"]
         _set_rng_state(state["rng"])
@@ -400,9 +426,17 @@ class Trainer:
     def _lr_factor(self) -> float:
         return 0.1 ** sum(self.step >= m * self.total_steps for m in self.config["lr_milestones"])
 
-    def _rate_distortion(self, out: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return rate_distortion(out, x, self.lmbda, self.distortion, self.pre,
-                               float(self.config["gain_weight"]))
+    def _rate_distortion(self, out: dict, x: torch.Tensor,
+                         lmbda: float | None = None) -> dict[str, torch.Tensor]:
+        return rate_distortion(out, x, self.lmbda if lmbda is None else lmbda, self.distortion,
+                               self.pre, float(self.config["gain_weight"]))
+
+    def _draw_level(self) -> tuple[float | None, float]:
+        """A continuous level for this batch and its lmbda (fixed-rate models: None, lmbda)."""
+        if self.levels == 1:
+            return None, self.lmbda
+        level = random.uniform(0, self.levels - 1)
+        return level, geometric(level, self.levels, *self.lmbda_range)
 
     def _lr(self) -> float:
         return float(self.config["lr"]) * self._lr_factor()
@@ -413,9 +447,10 @@ class Trainer:
             group["lr"] = group["base_lr"] * self._lr_factor()
         x = x.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
+        level, lmbda = self._draw_level()
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            out = self.net(x)
-        terms = self._rate_distortion(out, x)
+            out = self.net(x, level)
+        terms = self._rate_distortion(out, x, lmbda)
         self.scaler.scale(terms["loss"]).backward()
         if self.config["clip_max_norm"]:
             self.scaler.unscale_(self.optimizer)
@@ -434,16 +469,16 @@ class Trainer:
     def _coded_rate(self, x: torch.Tensor) -> float:
         """Bits per element of the rounded latents, i.e. what the entropy coder will spend. At low
         rates it sits well below the noisy training rate, so rate control must use this one."""
-        encoder = getattr(self.model, "encoder", None)
-        bottleneck = getattr(self.model, "entropy_bottleneck", None)
-        if encoder is None or bottleneck is None:
-            return float("nan")
+        self.model.eval()
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            y = encoder(x)
-        _, likelihoods = bottleneck(y.float(), training=False)
-        return float(-torch.log2(likelihoods).sum() / x.numel())
+            out = self.model(x)
+        self.model.train()
+        return float(sum(-torch.log2(l.float()).sum() for l in out["likelihoods"].values())
+                     / x.numel())
 
     def _aux_step(self) -> float:
+        if self.aux_optimizer is None:
+            return 0.0
         self.aux_optimizer.zero_grad(set_to_none=True)
         aux = self.model.aux_loss()
         aux.backward()
@@ -565,7 +600,8 @@ class Trainer:
             summary.update({f"val_{quality_name if k == 'quality_db' else k}": v for k, v in val_metrics.items()})
         if self.d.main:
             self.model.update(force=True)
-            model_config = {**self.model_config, "lmbda": self.lmbda}
+            model_config = {**self.model_config, "lmbda": self.lmbda if self.levels == 1
+                            else list(self.lmbda_range)}
             digest = zoo.save_checkpoint(cfg["final"], self.model, model_config,
                                          extra={"train": yaml.safe_dump(cfg, sort_keys=False), "summary": summary})
             summary["hash"] = digest

@@ -1,10 +1,12 @@
 """Named codecs: reference configs (dance/configs/*.yaml) and checkpoints (dance/checkpoints/).
 
 A checkpoint is a plain dict, loadable with `torch.load(..., weights_only=True)`:
-    format "dance-checkpoint", version, config (dict), state_dict (tensors, without the
-    bottleneck's table buffers), entropy (int32 CDF tables + float32 medians),
-    hash (sha256 hex of config + state_dict + entropy), extra (free-form, not hashed).
-The hash names the exact codec: it goes into every bitstream and decoding checks it.
+    format "dance-checkpoint", version, config (dict, with its `family`), state_dict (tensors,
+    `CodecModel.network_state()`), entropy (`CodecModel.entropy_state()`: the family's integer
+    CDF tables and float32 constants), hash (sha256 hex of config + state_dict + entropy),
+    extra (free-form, not hashed).
+The hash names the exact codec: it goes into every bitstream and decoding checks it. Version 1
+(the dance family's only) has the same layout, so both load alike.
 """
 from __future__ import annotations
 
@@ -12,23 +14,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import torch
 import yaml
 
-from .entropy import EntropyTables
-from .models import build_model
-
-if TYPE_CHECKING:
-    from .codec import Codec
+from .models import CodecModel, build_model
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "configs"
 CHECKPOINT_DIR = PACKAGE_DIR / "checkpoints"
-FORMAT, VERSION = "dance-checkpoint", 1
-_TABLE_BUFFERS = tuple(f"entropy_bottleneck.{n}" for n in ("_quantized_cdf", "_offset",
-                                                          "_cdf_length"))
+FORMAT, VERSION = "dance-checkpoint", 2
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(ValueError):
@@ -63,13 +58,14 @@ def checkpoint_hash(config: dict, state_dict: dict, entropy: dict) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: dict,
+def save_checkpoint(path: str | os.PathLike, model: CodecModel, config: dict,
                     extra: dict | None = None) -> str:
     """Update the entropy tables, write the checkpoint, return its hash."""
     model.update(force=True)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-             if k not in _TABLE_BUFFERS}
-    entropy = model.entropy_tables().to_dict()
+    # a family outside dance/ keeps its importable module:Class reference
+    config = {**config, "family": config.get("family") or model.family or "dance"}
+    state = model.network_state()
+    entropy = {k: v.detach().cpu().clone() for k, v in model.entropy_state().items()}
     digest = checkpoint_hash(config, state, entropy)
     ckpt = {"format": FORMAT, "version": VERSION, "config": config, "state_dict": state,
             "entropy": entropy, "hash": digest, "extra": extra or {}}
@@ -92,22 +88,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a DANCE checkpoint")
-    if ckpt.get("version") != VERSION:
+    if ckpt.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')} is not "
-                              f"supported (expected {VERSION})")
+                              f"supported (this reads {READABLE_VERSIONS})")
     if checkpoint_hash(ckpt["config"], ckpt["state_dict"], ckpt["entropy"]) != ckpt["hash"]:
         raise CheckpointError(f"{path}: content does not match its hash (corrupt file?)")
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The model of a loaded checkpoint, with its stored entropy tables, in eval mode."""
-    model = build_model(ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"], strict=False)
-    missing = set(model.state_dict()) - set(ckpt["state_dict"]) - set(_TABLE_BUFFERS)
-    if missing:
-        raise CheckpointError(f"checkpoint lacks weights: {sorted(missing)[:5]}")
-    model.set_entropy_tables(EntropyTables.from_dict(ckpt["entropy"]))
+def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> CodecModel:
+    """The model of a loaded checkpoint, with its stored entropy state, in eval mode."""
+    name = ckpt["config"].get("name", "checkpoint")
+    try:
+        model = build_model(ckpt["config"])
+        model.load_network_state(ckpt["state_dict"])
+        model.load_entropy_state(ckpt["entropy"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{name}: {exc}") from None
     return model.to(device).eval()
 
 
@@ -128,12 +125,3 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
                               f"with {how} or pass a checkpoint file")
     raise CheckpointError(f"'{name}' is neither a checkpoint file nor a zoo codec "
                           f"(known: {', '.join(config_names())})")
-
-
-def load_codec(name_or_path: str | os.PathLike, device: str = "cpu",
-               precision: str = "float32", engine: str = "torch") -> "Codec":
-    """A ready-to-use Codec from a zoo name (`aria-image`) or a checkpoint path; `precision`
-    and `engine` choose how the encoder network runs (`dance.codec.PRECISIONS`, `ENGINES`)."""
-    from .codec import Codec
-    ckpt = load_checkpoint(resolve_checkpoint(name_or_path))
-    return Codec.from_checkpoint(ckpt, device, precision, engine)

@@ -166,7 +166,7 @@ def baseline_methods(mp3: str, opus: str) -> list[Method]:
 
 def load_codecs(names: list[str], device: str) -> list[Method]:
     from dance.analysis import count_params
-    from dance.zoo import load_codec
+    from dance.codec import load_codec
     methods = []
     for name in names:
         codec = load_codec(name, device=device)

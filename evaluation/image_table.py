@@ -230,7 +230,7 @@ def frame_list(paths: list[str], limit: int | None) -> list[tuple[str, object]]:
 
 def load_codecs(names: list[str], device: str) -> list[tuple[str, object]]:
     """(label, codec) per --codec: a zoo name as is, a file as parent/stem."""
-    from dance.zoo import load_codec
+    from dance.codec import load_codec
 
     codecs = []
     for name in names:

@@ -9,6 +9,11 @@ Audio blocks already notch-filtered and companded by the `notch` and `compand` n
 domain "mu-law") go into the model as they are, not filtered and companded a second time; their
 μ and scale must be the checkpoint's. Decode returns such streams companded too (the codec's
 output re-companded, exact to float32 rounding), for an `expand` node downstream.
+
+Rate: `level`, `ratio`, `bytes` or `bitrate` (kb/s, audio) set the operating point of a
+variable-rate codec per packet (none: its top level). A dict on the `control` input with any of
+those keys replaces the target from the next packet on, so a controller can follow a link; a
+control message that does not parse is counted (`control_rejected`) and ignored.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ class Encode(Node):
 
     image = Input("image", "H×W×3 uint8 frames (for an image codec)")
     audio = Input("audio", "frames×channels blocks (for an audio codec)")
+    control = Input("metrics", "target changes: a dict with one of level, ratio, bytes, bitrate")
     encoded = Output("encoded", "one DANCE container per packet")
     checkpoint = Param(str, doc="checkpoint file or zoo name (aria-image, aria-audio-fast, aria-audio)")
     device = Param(str, "cpu", "torch device for the encoder (cpu, cuda, cuda:N)")
@@ -31,16 +37,42 @@ class Encode(Node):
                       choices=("float32", "bfloat16"))
     engine = Param(str, "torch", "who runs the encoder network (onnxruntime: CPU float32 only)",
                    choices=("torch", "onnxruntime"))
+    level = Param(int, None, "operating point of a variable-rate codec (0 = fewest bytes)", min=0)
+    ratio = Param(float, None, "target compression ratio, raw bytes / container bytes", min=1.0)
+    bytes = Param(int, None, "byte budget per packet (container included, never exceeded)",
+                  min=1)
+    bitrate = Param(float, None, "target kb/s of audio (container included)", min=0.001)
 
     def setup(self) -> None:
-        from dance.zoo import load_codec
+        from dance.codec import load_codec
         self.codec = load_codec(self.checkpoint, device=self.device, precision=self.precision,
                                 engine=self.engine)
+        self.target = self._target({"level": self.level, "ratio": self.ratio,
+                                    "bytes": self.bytes, "bitrate": self.bitrate})
         self._audio_streams: dict[str, object] = {}
+        self.counters.update(control_accepted=0, control_rejected=0)
+
+    def _target(self, spec: dict):
+        from dance.targets import Target
+        spec = {("kbps" if k == "bitrate" else k): v for k, v in spec.items()}
+        target = Target.parse(spec)
+        if target.kbps is not None and self.codec.kind != "audio":
+            raise ValueError("bitrate applies to audio codecs; use ratio or bytes for images")
+        return target
+
+    def on_control(self, packet: Packet) -> None:
+        try:
+            if not isinstance(packet.payload, dict):
+                raise ValueError("not a dict")
+            self.target = self._target(packet.payload)
+            self.counters["control_accepted"] += 1
+        except (TypeError, ValueError):
+            self.counters["control_rejected"] += 1
 
     def on_image(self, packet: Packet) -> None:
         self._require("image")
-        self._emit_encoded(packet, "image", self.codec.compress(packet.payload))
+        self._emit_encoded(packet, "image", self.codec.compress(packet.payload,
+                                                                target=self.target))
 
     def on_audio(self, packet: Packet) -> None:
         self._require("audio")
@@ -52,7 +84,7 @@ class Encode(Node):
                 self._check_companding(packet)
             session = self._audio_streams[packet.stream] = self.codec.audio_encoder(rate,
                                                                                     companded)
-        self._emit_encoded(packet, "audio", session.encode(packet.payload))
+        self._emit_encoded(packet, "audio", session.encode(packet.payload, self.target))
 
     def _check_companding(self, packet: Packet) -> None:
         pre = self.codec.preprocessor
@@ -83,7 +115,7 @@ class Decode(Node):
     device = Param(str, "cpu", "torch device for the decoder (cpu, cuda, cuda:N)")
 
     def setup(self) -> None:
-        from dance.zoo import load_codec
+        from dance.codec import load_codec
         self._load = load_codec
         self._codecs: dict[str, object] = {}
         if self.checkpoint:

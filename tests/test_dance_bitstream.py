@@ -10,10 +10,10 @@ import torch
 
 from dance import bitstream
 from dance.bitstream import BitstreamError
-from dance.codec import fast_encoder
+from dance.codec import load_codec
+from dance.families.convnets import frozen
 from dance.preprocess import AudioPreprocessor, PreprocessError
-from dance.zoo import (CheckpointError, load_checkpoint, load_codec, model_from_checkpoint,
-                       resolve_checkpoint)
+from dance.zoo import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 
 from .conftest import ROOT
 from .dance_testing import TINY_AUDIO, TINY_IMAGE, sample_audio, sample_image, tiny_checkpoint
@@ -30,17 +30,18 @@ def audio_ckpt(tmp_path_factory):
 
 
 def test_entropy_coder_round_trip_is_exact(image_ckpt):
-    coder = load_codec(image_ckpt).coder
-    y = torch.randn(16, 5, 7) * 3
-    payload = coder.compress(y)
-    decoded = coder.decompress(payload, (16, 5, 7))
-    assert torch.equal(decoded, coder.dequantize(coder.quantize(y)))
-    assert torch.equal(coder.quantize(decoded), coder.quantize(y))
-    assert coder.compress(decoded) == payload
-    # values far outside the tables' range go through rANS's bypass coding, still exact
-    far = torch.full((16, 2, 2), 1000.0)
-    assert torch.equal(coder.decompress(coder.compress(far), (16, 2, 2)),
-                       coder.dequantize(coder.quantize(far)))
+    prior = load_codec(image_ckpt).model.entropy_bottleneck
+    y = torch.randn(16, 5, 7) * 2  # inside the untrained tables' support (±10)
+    payload = prior.code(y, 0)
+    decoded = prior.decode(payload, (16, 5, 7), 0)
+    symbols, _ = prior.symbols(y, 0)
+    assert torch.equal(decoded, prior._dequantize(torch.from_numpy(symbols).reshape(16, 5, 7), 0))
+    assert prior.code(decoded, 0) == payload
+    # values far outside a table's support are clamped to its ends, never an error
+    far = prior.decode(prior.code(torch.full((16, 2, 2), 1000.0), 0), (16, 2, 2), 0)
+    top = prior.tables.offset + prior.tables.cdf_length - 2
+    assert torch.equal(far - prior.stored_medians[:, None, None],
+                       top[:, None, None].float().expand(16, 2, 2))
 
 
 def test_checkpoint_is_plain_and_verified(image_ckpt, tmp_path):
@@ -85,7 +86,7 @@ def test_decode_in_another_process_is_identical(image_ckpt, tmp_path):
     codec = load_codec(image_ckpt)
     data = codec.compress(sample_image(64, 96, seed=3))
     (tmp_path / "x.dnc").write_bytes(data)
-    script = ("import sys, numpy as np; from dance.zoo import load_codec; "
+    script = ("import sys, numpy as np; from dance.codec import load_codec; "
               "c = load_codec(sys.argv[1]); "
               "np.save(sys.argv[3], c.decompress(open(sys.argv[2], 'rb').read()))")
     subprocess.run([sys.executable, "-W", "ignore", "-c", script, str(image_ckpt),
@@ -120,12 +121,14 @@ def test_corrupt_truncated_and_foreign_streams_are_rejected(image_ckpt, audio_ck
 
 def test_container_layout_round_trips():
     c = bitstream.Container("audio", "int32", "aria-audio", bytes(range(8)), (4096, 7),
-                            (128, 35), b"\x01\x02\x03", 48000)
+                            (b"\x01\x02\x03", b"\x04"), ((128, 35), (64, 9)), 48000,
+                            "hyperprior", 17)
     data = c.pack()
-    assert data[:4] == b"DNC\x01"
+    assert data[:4] == b"DNC\x02"
     assert bitstream.unpack(data) == c
-    # magic+version, kind/dtype/name length, name, hash, 2 shapes, rate, length, payload, crc
-    assert len(data) == 4 + 3 + 10 + 8 + 4 + 4 + 3 + 1 + 3 + 4
+    # magic+version, kind/dtype/name length, name, hash, family, level, shape, rate, count,
+    # 2 × (shape, length, bytes), crc
+    assert len(data) == 4 + 3 + 10 + 8 + 11 + 1 + 4 + 3 + 1 + (4 + 1 + 3) + (3 + 1 + 1) + 4
 
 
 def test_audio_round_trip_and_streaming_blocks(audio_ckpt):
@@ -181,8 +184,8 @@ def test_exported_encoder_gives_pytorch_latents(fmt, which, image_ckpt, audio_ck
     model = model_from_checkpoint(load_checkpoint(ckpt))
     x = torch.rand(1, model.in_channels, *[model.stride * 3] * model.dims)
     with torch.inference_mode():
-        reference = model.frozen_encoder()(x).numpy()
-        fused = fast_encoder(model)(x).numpy()
+        reference = frozen(model.encoder)(x).numpy()
+        fused = model.export_encoder()(x).numpy()
     if fmt == "torchscript":
         got = torch.jit.load(str(out))(x).detach().numpy()
     else:
@@ -211,6 +214,7 @@ def test_bfloat16_encoder_gives_decodable_streams(image_ckpt):
     pixels = sample_image()
     a, b = fp32.compress(pixels), bf16.compress(pixels)
     assert fp32.decompress(b).shape == pixels.shape  # any encoder precision, one decoder
-    ya = fp32.coder.decompress(bitstream.unpack(a).payload, bitstream.unpack(a).latent_shape)
-    yb = fp32.coder.decompress(bitstream.unpack(b).payload, bitstream.unpack(b).latent_shape)
+    prior = fp32.model.entropy_bottleneck
+    ya, yb = (prior.decode(c.strings[0], c.latent_shape, c.level)
+              for c in map(bitstream.unpack, (a, b)))
     assert (ya != yb).float().mean() < 0.05  # bf16 flips few rounding decisions

@@ -8,7 +8,8 @@ from dance.analysis import count_params, model_report
 from dance.heuristics import encoder_macs_per_sample, size_model
 from dance.layers import (GDN, AttentionBlock, PixelShuffle, ResidualBlock,
                           ResidualBlockUpsample, conv)
-from dance.models import MODELS, DanceAutoencoder, build_model, register_model
+from dance.families.dance import DanceAutoencoder
+from dance.models import MODELS, CodecModel, build_model, register_model
 from dance.zoo import load_config
 
 from .dance_testing import TINY_AUDIO, TINY_IMAGE
@@ -87,16 +88,34 @@ def test_default_checkpoints_fit_size_budget():
                                                       ("aria-audio", 1, 7, 601)])
 def test_heuristics_reproduce_reference_configs(name, dims, channels, ratio):
     reference = load_config(name)
-    sized = size_model(dims, channels, target_ratio=ratio)
+    sized = size_model(dims, channels, target_ratio=ratio, input_reduction=1)  # paper's layout
     for key, value in sized.items():
         assert reference[key] == value, key
-    assert size_model(dims, channels) == sized  # the reference ratios are the defaults
+    assert size_model(dims, channels, input_reduction=1) == sized  # reference ratios: defaults
+
+
+def test_heuristics_spend_high_ratios_on_a_reduced_image():
+    # 783:1 on images: a 4x reduction (783 / 16 = 49:1 left), the same overall stride of 32
+    # with one conv stage fewer; at 200:1 only 2x; audio is never reduced
+    auto = size_model(2, 3, target_ratio=783)
+    assert auto["encoder"]["pool"] == 4 and auto["encoder"]["strides"] == [2, 2, 2]
+    assert build_model(auto).stride == 32
+    assert size_model(2, 3, target_ratio=200)["encoder"]["pool"] == 2
+    assert size_model(2, 3, target_ratio=60, mac_budget=4000)["encoder"]["pool"] == 1
+    assert size_model(1, 7, target_ratio=601) == size_model(1, 7, target_ratio=601,
+                                                           input_reduction=1)
+    # the reduction frees MACs: the widest ramp fits with room to spare
+    assert model_report(build_model(auto))["encoder_macs_per_sample"] <= 512
+    hyper = size_model(2, 3, family="hyperprior", levels=32)
+    assert hyper["hyper"] == {"channels": 64} and hyper["rate"]["levels"] == 32
+    with pytest.raises(ValueError, match="power of two"):
+        size_model(2, 3, input_reduction=3)
 
 
 def test_heuristics_rules_respond_to_inputs():
-    base = size_model(2, 3)
+    base = size_model(2, 3, input_reduction=1)
     # a tighter MAC budget narrows the encoder; the formula agrees with the real modules
-    narrow = size_model(2, 3, mac_budget=300)
+    narrow = size_model(2, 3, mac_budget=300, input_reduction=1)
     assert sum(narrow["encoder"]["widths"]) < sum(base["encoder"]["widths"])
     enc = narrow["encoder"]
     macs = encoder_macs_per_sample(2, 3, narrow["latent_channels"], enc["pool"], enc["strides"],
@@ -125,20 +144,25 @@ def test_model_follows_compressai_conventions(config):
     assert out["likelihoods"]["y"].shape == (2, config["latent_channels"],
                                              *[2] * config["dims"])
     assert model.aux_loss().item() > 0
-    assert model.update(force=True)
-    assert model.entropy_tables().quantized_cdf.dtype == torch.int32
+    model.update(force=True)
+    assert model.entropy_state()["quantized_cdf"].dtype == torch.int32
 
 
 def test_registry_is_open_to_other_families():
     @register_model("test-identity")
-    class Identity(torch.nn.Module):
+    class Identity(CodecModel):
         @classmethod
         def from_config(cls, config):
             return cls()
     try:
         assert isinstance(build_model({"family": "test-identity"}), Identity)
+        assert Identity.family == "test-identity"
         assert isinstance(build_model(TINY_IMAGE), DanceAutoencoder)
         with pytest.raises(ValueError, match="unknown model family"):
             build_model({"family": "nope"})
+        with pytest.raises(ValueError, match="cannot be imported"):
+            build_model({"family": "no_such_module:Codec"})
+        with pytest.raises(TypeError, match="CodecModel"):
+            register_model("test-plain")(torch.nn.Module)
     finally:
         MODELS.pop("test-identity")

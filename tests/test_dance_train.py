@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dance import train, zoo
+from dance.codec import load_codec
 
 from .conftest import dance
 
@@ -45,7 +46,7 @@ def test_tiny_train_resume_and_checkpoint(tmp_path, aea_vrs):
     raw = torch.load(straight / "final.pt", map_location="cpu", weights_only=True)
     assert raw["config"]["latent_channels"] == 8 and raw["config"]["kind"] == "image"
     assert raw["extra"]["summary"]["steps"] == 4
-    codec = zoo.load_codec(straight / "final.pt")
+    codec = load_codec(straight / "final.pt")
     frame = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
     assert codec.decompress(codec.compress(frame)).shape == frame.shape
 

@@ -1,0 +1,126 @@
+"""Variable rate in one checkpoint vs separately trained fixed-λ models, and encoding to targets.
+
+In one run, on images none of the models trained on (default: the 24 Kodak images):
+1. the variable-rate checkpoint at every `--every`-th level: mean bits per pixel, ratio, PSNR;
+2. each fixed-λ checkpoint (same architecture and data, trained apart): the same figures;
+3. BD-rate of the variable-rate curve against the fixed-λ points (PCHIP, evaluation/bjontegaard):
+   the rate the single model costs over dedicated ones, at equal PSNR;
+4. rate control: for each `--ratio`, how far each image's container lands from it (median and
+   worst, share within 3%), and that `--bytes` budgets are never exceeded;
+5. a PNG of PSNR over bits per pixel (`--plot`).
+
+    python benchmarks/variable_rate.py --vr dance/checkpoints/aria-image-vr.pt \\
+        --fixed runs/fixed-16/final.pt runs/fixed-89/final.pt runs/fixed-500/final.pt
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dance import data  # noqa: E402
+from dance.codec import load_codec, raw_bytes  # noqa: E402
+from dance.targets import Target  # noqa: E402
+from evaluation.bjontegaard import bd_rate  # noqa: E402
+from evaluation.image_quality import psnr  # noqa: E402
+
+DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "eval" / "kodak"
+
+
+def curve_point(codec, images, target: Target) -> tuple[float, float, float]:
+    """Mean bits per pixel, mean ratio and mean PSNR of `codec` at `target` over `images`."""
+    bpp, ratios, quality = [], [], []
+    for image in images:
+        stream = codec.compress(image, target=target)
+        bpp.append(8 * len(stream) / (image.shape[0] * image.shape[1]))
+        ratios.append(raw_bytes(image) / len(stream))
+        quality.append(psnr(image, codec.decompress(stream)))
+    return float(np.mean(bpp)), float(np.mean(ratios)), float(np.mean(quality))
+
+
+def target_precision(codec, images, ratio: float) -> tuple[float, float, float]:
+    """(median, worst |error| in %, share within 3%) of containers aimed at `ratio`."""
+    errors = [abs(raw_bytes(im) / len(codec.compress(im, target=Target(ratio=ratio))) / ratio
+                  - 1) * 100 for im in images]
+    return float(np.median(errors)), float(np.max(errors)), float(np.mean(np.array(errors) <= 3))
+
+
+def budget_overruns(codec, images, ratio: float) -> int:
+    """Images whose container exceeds a byte budget of raw/ratio (must be 0)."""
+    return sum(len(codec.compress(im, target=Target(bytes=int(raw_bytes(im) / ratio)))) >
+               int(raw_bytes(im) / ratio) for im in images)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--vr", required=True, help="variable-rate checkpoint (file or zoo name)")
+    parser.add_argument("--fixed", nargs="*", default=[], help="fixed-λ checkpoints")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--limit", type=int, default=0, help="use the first N images only")
+    parser.add_argument("--every", type=int, default=2, help="measure every N-th level")
+    parser.add_argument("--ratios", type=float, nargs="*", default=[200, 400, 800, 1600])
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args()
+    files = data.find_recordings([args.images], data.IMAGE_SUFFIXES)
+    images = [data.read_image(f) for f in files[:args.limit or None]]
+    if not images:
+        print(f"error: no images in {args.images}", file=sys.stderr)
+        return 2
+    vr = load_codec(args.vr)
+    levels = sorted(set(range(0, vr.levels, args.every)) | {vr.levels - 1})
+    curve = [curve_point(vr, images, Target(level=k))
+             for k in tqdm(levels, desc=f"{vr.name} levels", unit="level")]
+    print(f"\n{vr.name} ({vr.levels} levels) on {len(images)} images of {args.images}")
+    print(f"{'point':>14} {'bpp':>8} {'ratio':>9} {'PSNR':>7}")
+    for k, (bpp, ratio, q) in zip(levels, curve):
+        print(f"{'level ' + str(k):>14} {bpp:8.4f} {ratio:8.0f}: {q:7.2f}")
+    print(f"range in bytes: {curve[-1][0] / curve[0][0]:.1f}x "
+          f"({curve[0][1]:.0f}:1 .. {curve[-1][1]:.0f}:1)")
+    fixed = []
+    for name in tqdm(args.fixed, desc="fixed-λ models", unit="model"):
+        codec = load_codec(name)
+        fixed.append((codec.name, codec.config.get("lmbda"), *curve_point(codec, images, Target())))
+    for name, lmbda, bpp, ratio, q in fixed:
+        print(f"{name:>14} {bpp:8.4f} {ratio:8.0f}: {q:7.2f}   (λ {lmbda:.4g})")
+    if len(fixed) >= 2:
+        delta = bd_rate([f[2] for f in fixed], [f[4] for f in fixed],
+                        [c[0] for c in curve], [c[2] for c in curve])
+        print(f"BD-rate of the variable-rate model vs the fixed-λ models: {delta:+.1f}% "
+              "(target: <= +5%)")
+    print("\nrate control (per image, container included):")
+    for ratio in tqdm(args.ratios, desc="targets", unit="ratio", leave=False):
+        median, worst, share = target_precision(vr, images, ratio)
+        over = budget_overruns(vr, images, ratio)
+        print(f"  --ratio {ratio:g}: median error {median:.2f}%, worst {worst:.2f}%, "
+              f"{share:.0%} within 3%; --bytes raw/{ratio:g}: {over} over budget")
+    if args.plot:
+        plot(args.plot, vr.name, curve, fixed)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def plot(path: Path, name: str, curve, fixed) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([c[0] for c in curve], [c[2] for c in curve], "o-", ms=3, label=f"{name} (levels)")
+    ax.plot([f[2] for f in fixed], [f[4] for f in fixed], "s", label="fixed-λ models")
+    ax.set_xscale("log")
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("PSNR (dB)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The "dance" family (the paper's codec): strided conv + GDN encoder, Cheng-2020 decoder,
+factorized prior; variable rate by a quantisation step per level (`dance.priors`).
+
+Config keys: dims, in_channels, latent_channels, encoder {pool, widths, kernels, strides},
+decoder {widths (one per upsampling stage), attention, upsample: subpel|transposed},
+rate {levels, step_min, step_max} (optional: one level = fixed rate, the version-1 codecs).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ..models import CodecModel, rate_settings, register_model
+from ..priors import FactorizedPrior
+from .convnets import analysis, crop, fold_pool, frozen, synthesis
+
+
+@register_model("dance")
+class DanceAutoencoder(CodecModel):
+    def __init__(self, dims: int, in_channels: int, latent_channels: int, encoder: dict,
+                 decoder: dict, rate: dict | None = None):
+        super().__init__()
+        self.dims, self.in_channels, self.latent_channels = dims, in_channels, latent_channels
+        self.pool = self.input_pool = int(encoder.get("pool", 1))
+        self.strides = [int(s) for s in encoder["strides"]]
+        self.encoder = analysis(dims, in_channels, latent_channels, self.pool, encoder)
+        factors = list(reversed(self.strides)) + ([self.pool] if self.pool > 1 else [])
+        self.decoder = synthesis(dims, latent_channels, in_channels, factors, decoder)
+        rate = rate_settings({"rate": rate})
+        self.levels = rate["levels"]
+        self.entropy_bottleneck = FactorizedPrior(latent_channels, rate["levels"],
+                                                  rate["step_min"], rate["step_max"])
+        self._exported: dict[bool, nn.Module] = {}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "DanceAutoencoder":
+        return cls(int(config["dims"]), int(config["in_channels"]),
+                   int(config["latent_channels"]), config["encoder"], config["decoder"],
+                   config.get("rate"))
+
+    @property
+    def stride(self) -> int:
+        return self.pool * math.prod(self.strides)
+
+    def string_shapes(self, size: tuple[int, ...]) -> list[tuple[int, ...]]:
+        return [(self.latent_channels, *[s // self.stride for s in size])]
+
+    def forward(self, x: torch.Tensor, level: float | None = None) -> dict:
+        y = self.encoder(x)
+        y_hat, likelihoods = self.entropy_bottleneck(y, level)
+        return {"x_hat": crop(self.decoder(y_hat), x), "likelihoods": {"y": likelihoods}}
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.loss()
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        named = dict(self.named_parameters())
+        entropy = {n for n in named if n.startswith("entropy_bottleneck.")}
+        return {"network": [p for n, p in named.items() if n not in entropy],
+                "entropy": [p for n, p in named.items() if n in entropy
+                            and not n.endswith(".quantiles")],
+                "aux": [p for n, p in named.items() if n.endswith(".quantiles")]}
+
+    def update(self, force: bool = True) -> None:
+        self.entropy_bottleneck.update()
+        self._exported.clear()
+
+    def entropy_state(self) -> dict[str, torch.Tensor]:
+        return self.entropy_bottleneck.state()
+
+    def load_entropy_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.entropy_bottleneck.load_state(state)
+
+    def export_encoder(self, pooled: bool = False) -> nn.Module:
+        """pooled: without the leading AvgPool (done by the caller); else the pool is folded
+        into the first conv (`fold_pool`)."""
+        if pooled not in self._exported:
+            encoder = frozen(self.encoder)
+            self._exported[pooled] = (encoder[1:] if pooled and self.pool > 1
+                                      else fold_pool(encoder, self.dims))
+        return self._exported[pooled]
+
+    def code(self, outputs: tuple[torch.Tensor, ...], level: int):
+        y = outputs[0][0].to(torch.float32)
+        return [self.entropy_bottleneck.code(y, self.check_level(level))], [tuple(y.shape)]
+
+    def decompress(self, strings: list[bytes], shapes: list[tuple[int, ...]],
+                   level: int) -> torch.Tensor:
+        y_hat = self.entropy_bottleneck.decode(strings[0], shapes[0], self.check_level(level))
+        return self.synthesize(y_hat)
+
+    def decompress_v1(self, payload: bytes, shape: tuple[int, ...]) -> torch.Tensor:
+        """A version-1 container's payload (the only family that wrote them)."""
+        return self.synthesize(self.entropy_bottleneck.decode_v1(payload, shape))
+
+    def synthesize(self, y_hat: torch.Tensor) -> torch.Tensor:
+        device = next(self.decoder.parameters()).device
+        with torch.inference_mode():
+            return self.decoder(y_hat.unsqueeze(0).to(device))

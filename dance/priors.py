@@ -1,0 +1,185 @@
+"""Entropy priors with operating points, the parts families compose: `FactorizedPrior` (a latent
+coded alone, per channel) and `GaussianPrior` (a latent coded given scales from a hyperprior).
+
+Variable rate is a quantisation step per level (QVRF, Tong et al. 2022): level k of K codes
+round(y / step_k) with steps geometric from `step_max` (level 0, fewest bytes) to `step_min`;
+training draws continuous levels in between, so one network serves every step. The steps are
+stored float32 values, never recomputed by a decoder.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .entropy import (CdfTables, EntropyCodingError, GaussianConditional, TableCoder,
+                      VariableRateBottleneck, gaussian_likelihood)
+from .legacy_rans import RansPayloadError, decode_with_indexes
+from .models import geometric
+
+
+class _Levels:
+    """The step ladder shared by both priors."""
+
+    levels: int
+    step_min: float
+    step_max: float
+    steps: torch.Tensor
+
+    def _init_levels(self, levels: int, step_min: float, step_max: float) -> None:
+        self.levels, self.step_min, self.step_max = int(levels), float(step_min), float(step_max)
+        self.steps = torch.tensor([self.step(k) for k in range(self.levels)], dtype=torch.float32)
+
+    def step(self, level: float | None) -> float:
+        """Quantisation step at a (continuous) level; None: the top level."""
+        level = self.levels - 1 if level is None else level
+        return geometric(level, self.levels, self.step_max, self.step_min)
+
+    def _stored_step(self, level: int) -> float:
+        return float(self.steps[level])
+
+    def _steps_state(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}steps": self.steps.clone()} if self.levels > 1 else {}
+
+    def _load_steps(self, state: dict, prefix: str) -> None:
+        steps = state.get(f"{prefix}steps", torch.ones(1))
+        if steps.dtype != torch.float32 or steps.numel() != self.levels:
+            raise ValueError(f"entropy state {prefix}steps must hold {self.levels} float32 steps")
+        self.steps = steps.reshape(-1).clone()
+
+
+class FactorizedPrior(_Levels, VariableRateBottleneck):
+    """A factorized density per channel (CompressAI's bottleneck), one CDF table per channel and
+    level. Entropy state: quantized_cdf [levels·C, L], cdf_length, offset, medians [C] and, for
+    levels > 1, steps — with one level exactly the state of version-1 checkpoints."""
+
+    def __init__(self, channels: int, levels: int = 1, step_min: float = 1.0,
+                 step_max: float = 1.0):
+        VariableRateBottleneck.__init__(self, channels)
+        self._init_levels(levels, step_min, step_max)
+        self.coder: TableCoder | None = None
+        self.stored_medians: torch.Tensor | None = None
+
+    def forward(self, y: torch.Tensor, level: float | None = None, training: bool | None = None):
+        return VariableRateBottleneck.forward(self, y, self.step(level), training)
+
+    def update(self, force: bool = True) -> bool:
+        tables = CdfTables.stack([self.tables_at(float(s)) for s in self.steps])
+        self._install(tables, self.medians())
+        return True
+
+    def _install(self, tables: CdfTables, medians: torch.Tensor) -> None:
+        if tables.rows != self.levels * self.channels or medians.numel() != self.channels:
+            raise ValueError(f"entropy state holds {tables.rows} CDF rows and {medians.numel()} "
+                             f"medians; the model needs {self.levels}×{self.channels} and "
+                             f"{self.channels}")
+        self.tables, self.coder = tables, TableCoder(tables)
+        self.stored_medians = medians.to(torch.float32).reshape(-1).clone()
+
+    def state(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        if self.coder is None:
+            self.update()
+        return {**self.tables.to_dict(prefix), f"{prefix}medians": self.stored_medians.clone(),
+                **self._steps_state(prefix)}
+
+    def load_state(self, state: dict, prefix: str = "") -> None:
+        medians = state.get(f"{prefix}medians")
+        if medians is None or medians.dtype != torch.float32:
+            raise ValueError(f"entropy state lacks float32 {prefix}medians")
+        self._load_steps(state, prefix)
+        self._install(CdfTables.from_dict(state, prefix), medians)
+
+    # -- coding one latent (C, *spatial) ------------------------------------------------------
+    def _rows(self, shape: tuple[int, ...], level: int) -> np.ndarray:
+        per_channel = int(np.prod(shape[1:]))
+        return np.repeat(np.arange(shape[0], dtype=np.int64) + level * shape[0], per_channel)
+
+    def symbols(self, y: torch.Tensor, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """(symbols, CDF rows) of latent y at `level`: round((y - median) / step)."""
+        latent = y.detach().to("cpu", torch.float32).numpy().reshape(y.shape[0], -1)
+        medians = self.stored_medians.numpy()[:, None]
+        step = np.float32(self._stored_step(level))
+        return np.rint((latent - medians) / step).astype(np.int32), self._rows(tuple(y.shape), level)
+
+    def code(self, y: torch.Tensor, level: int) -> bytes:
+        if y.dim() < 2 or y.shape[0] != self.channels:
+            raise ValueError(f"latent must be (C={self.channels}, *spatial), got {tuple(y.shape)}")
+        return self.coder.encode(*self.symbols(y, level))
+
+    def decode(self, data: bytes, shape: tuple[int, ...], level: int) -> torch.Tensor:
+        symbols = self.coder.decode(data, self._rows(shape, level))
+        return self._dequantize(torch.from_numpy(symbols).reshape(shape), level)
+
+    def decode_v1(self, payload: bytes, shape: tuple[int, ...]) -> torch.Tensor:
+        """A version-1 payload (CompressAI rANS, one level): bounds-checked, same symbols."""
+        t = self.tables
+        try:
+            symbols = decode_with_indexes(payload, self._rows(shape, 0).tolist(),
+                                          t.quantized_cdf.tolist(), t.cdf_length.tolist(),
+                                          t.offset.tolist())
+        except RansPayloadError as exc:
+            raise EntropyCodingError(str(exc)) from None
+        return self._dequantize(torch.tensor(symbols, dtype=torch.int32).reshape(shape), 0)
+
+    def _dequantize(self, symbols: torch.Tensor, level: int) -> torch.Tensor:
+        medians = self.stored_medians.reshape(-1, *([1] * (symbols.dim() - 1)))
+        return symbols.to(torch.float32) * self.steps[level] + medians
+
+
+class GaussianPrior(_Levels, GaussianConditional):
+    """Zero-mean Gaussian conditional (Ballé 2018) with a scale table; symbols round(y / step)
+    use the table row of scale / step. Entropy state: the CDF rows, scale_table, steps.
+    The scales come from the decoder's hyper-synthesis network in float, so as in CompressAI a
+    different CPU may pick another row for a scale on a table boundary (docs/bitstream.md)."""
+
+    def __init__(self, levels: int = 1, step_min: float = 1.0, step_max: float = 1.0):
+        from compressai.models.google import get_scale_table
+        GaussianConditional.__init__(self, None)
+        self._init_levels(levels, step_min, step_max)
+        self.initial_scales = get_scale_table().to(torch.float32)
+        self.coder: TableCoder | None = None
+        self.stored_scales: np.ndarray | None = None
+
+    def forward(self, y: torch.Tensor, scales: torch.Tensor, level: float | None = None,
+                training: bool | None = None):
+        training = self.training if training is None else training
+        return gaussian_likelihood(self, y, scales, self.step(level), training)
+
+    def update(self, force: bool = True) -> bool:
+        self.scale_table = self._prepare_scale_table(self.initial_scales)
+        GaussianConditional.update(self)   # CompressAI's CDFs of the scale table
+        self._install(CdfTables.of(self), self.initial_scales)
+        return True
+
+    def _install(self, tables: CdfTables, scale_table: torch.Tensor) -> None:
+        if tables.rows != scale_table.numel():
+            raise ValueError("entropy state: one CDF row per scale_table entry needed")
+        self.tables, self.coder = tables, TableCoder(tables)
+        self.stored_scales = scale_table.to(torch.float32).numpy().reshape(-1).copy()
+
+    def state(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        if self.coder is None:
+            self.update()
+        return {**self.tables.to_dict(prefix),
+                f"{prefix}scale_table": torch.from_numpy(self.stored_scales.copy()),
+                **self._steps_state(prefix)}
+
+    def load_state(self, state: dict, prefix: str = "") -> None:
+        table = state.get(f"{prefix}scale_table")
+        if table is None or table.dtype != torch.float32:
+            raise ValueError(f"entropy state lacks float32 {prefix}scale_table")
+        self._load_steps(state, prefix)
+        self._install(CdfTables.from_dict(state, prefix), table)
+
+    def _rows(self, scales: torch.Tensor, level: int) -> np.ndarray:
+        s = scales.detach().to("cpu", torch.float32).numpy().reshape(-1)
+        s = np.maximum(s / np.float32(self._stored_step(level)), self.stored_scales[0])
+        return np.searchsorted(self.stored_scales[:-1], s, side="left").astype(np.int64)
+
+    def code(self, y: torch.Tensor, scales: torch.Tensor, level: int) -> bytes:
+        step = np.float32(self._stored_step(level))
+        symbols = np.rint(y.detach().to("cpu", torch.float32).numpy().reshape(-1) / step)
+        return self.coder.encode(symbols.astype(np.int32), self._rows(scales, level))
+
+    def decode(self, data: bytes, scales: torch.Tensor, level: int) -> torch.Tensor:
+        symbols = self.coder.decode(data, self._rows(scales, level))
+        return torch.from_numpy(symbols).reshape(scales.shape).to(torch.float32) * self.steps[level]
