@@ -8,6 +8,9 @@ In one run, on images none of the models trained on (default: the 24 Kodak image
 4. rate control: for each `--ratio`, how far each image's container lands from it (median and
    worst, share within 3%), and that `--bytes` budgets are never exceeded;
 5. a PNG of PSNR over bits per pixel (`--plot`).
+With `--audio DIR` (WAV/FLAC clips, e.g. from `python -m dance.simulate`), an audio checkpoint:
+its range in bytes over the levels and the rate-control figures, per clip (`--block N`: per
+N-sample block of one stream, as the runtime's `encode` node codes them).
 
     python benchmarks/variable_rate.py --vr dance/checkpoints/aria-image-vr.pt \\
         --fixed runs/fixed-16/final.pt runs/fixed-89/final.pt runs/fixed-500/final.pt
@@ -44,17 +47,49 @@ def curve_point(codec, images, target: Target) -> tuple[float, float, float]:
     return float(np.mean(bpp)), float(np.mean(ratios)), float(np.mean(quality))
 
 
-def target_precision(codec, images, ratio: float) -> tuple[float, float, float]:
-    """(median, worst |error| in %, share within 3%) of containers aimed at `ratio`."""
-    errors = [abs(raw_bytes(im) / len(codec.compress(im, target=Target(ratio=ratio))) / ratio
-                  - 1) * 100 for im in images]
-    return float(np.median(errors)), float(np.max(errors)), float(np.mean(np.array(errors) <= 3))
+def target_precision(encode, items, ratio: float) -> tuple[float, float, float, int]:
+    """(median, worst |error| in %, share within 3%) of containers aimed at `ratio`, and how
+    many containers aimed at a byte budget of raw/ratio exceed it (must be 0)."""
+    errors, over = [], 0
+    for item in items:
+        raw = raw_bytes(item)
+        errors.append(abs(raw / len(encode(item, Target(ratio=ratio))) / ratio - 1) * 100)
+        over += len(encode(item, Target(bytes=int(raw / ratio)))) > int(raw / ratio)
+    return (float(np.median(errors)), float(np.max(errors)),
+            float(np.mean(np.array(errors) <= 3)), over)
 
 
-def budget_overruns(codec, images, ratio: float) -> int:
-    """Images whose container exceeds a byte budget of raw/ratio (must be 0)."""
-    return sum(len(codec.compress(im, target=Target(bytes=int(raw_bytes(im) / ratio)))) >
-               int(raw_bytes(im) / ratio) for im in images)
+def print_rate_control(encode, items, ratios) -> None:
+    print("\nrate control (per item, container included):")
+    for ratio in tqdm(ratios, desc="targets", unit="ratio", leave=False):
+        median, worst, share, over = target_precision(encode, items, ratio)
+        print(f"  --ratio {ratio:g}: median error {median:.2f}%, worst {worst:.2f}%, "
+              f"{share:.0%} within 3%; --bytes raw/{ratio:g}: {over} over budget")
+
+
+def audio_items(folder: Path, block: int) -> list[np.ndarray]:
+    import soundfile as sf
+    clips = [sf.read(str(f), dtype="int32", always_2d=True)[0]
+             for f in data.find_recordings([folder], data.AUDIO_SUFFIXES)]
+    if not block:
+        return clips
+    return [clip[i:i + block] for clip in clips for i in range(0, len(clip) - block + 1, block)]
+
+
+def run_audio(args) -> int:
+    codec = load_codec(args.vr)
+    items = audio_items(args.audio, args.block)
+    if not items:
+        print(f"error: no audio clips in {args.audio}", file=sys.stderr)
+        return 2
+    sizes = [np.mean([len(codec.compress(a, 48000, Target(level=k))) for a in items])
+             for k in (0, codec.levels - 1)]
+    unit = f"{args.block}-sample blocks" if args.block else "clips"
+    print(f"{codec.name} ({codec.levels} levels) on {len(items)} {unit} of {args.audio}: "
+          f"range in bytes {sizes[1] / sizes[0]:.1f}x "
+          f"({raw_bytes(items[0]) / sizes[0]:.0f}:1 .. {raw_bytes(items[0]) / sizes[1]:.0f}:1)")
+    print_rate_control(lambda a, t: codec.compress(a, 48000, t), items, args.ratios)
+    return 0
 
 
 def main() -> int:
@@ -66,7 +101,11 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=2, help="measure every N-th level")
     parser.add_argument("--ratios", type=float, nargs="*", default=[200, 400, 800, 1600])
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--audio", type=Path, help="audio clips: rate control of an audio codec")
+    parser.add_argument("--block", type=int, default=0, help="audio: code N-sample blocks")
     args = parser.parse_args()
+    if args.audio:
+        return run_audio(args)
     files = data.find_recordings([args.images], data.IMAGE_SUFFIXES)
     images = [data.read_image(f) for f in files[:args.limit or None]]
     if not images:
@@ -79,7 +118,7 @@ def main() -> int:
     print(f"\n{vr.name} ({vr.levels} levels) on {len(images)} images of {args.images}")
     print(f"{'point':>14} {'bpp':>8} {'ratio':>9} {'PSNR':>7}")
     for k, (bpp, ratio, q) in zip(levels, curve):
-        print(f"{'level ' + str(k):>14} {bpp:8.4f} {ratio:8.0f}: {q:7.2f}")
+        print(f"{'level ' + str(k):>14} {bpp:8.4f} {ratio:7.0f}:1 {q:7.2f}")
     print(f"range in bytes: {curve[-1][0] / curve[0][0]:.1f}x "
           f"({curve[0][1]:.0f}:1 .. {curve[-1][1]:.0f}:1)")
     fixed = []
@@ -87,18 +126,13 @@ def main() -> int:
         codec = load_codec(name)
         fixed.append((codec.name, codec.config.get("lmbda"), *curve_point(codec, images, Target())))
     for name, lmbda, bpp, ratio, q in fixed:
-        print(f"{name:>14} {bpp:8.4f} {ratio:8.0f}: {q:7.2f}   (λ {lmbda:.4g})")
+        print(f"{name:>14} {bpp:8.4f} {ratio:7.0f}:1 {q:7.2f}   (λ {lmbda})")
     if len(fixed) >= 2:
         delta = bd_rate([f[2] for f in fixed], [f[4] for f in fixed],
                         [c[0] for c in curve], [c[2] for c in curve])
         print(f"BD-rate of the variable-rate model vs the fixed-λ models: {delta:+.1f}% "
               "(target: <= +5%)")
-    print("\nrate control (per image, container included):")
-    for ratio in tqdm(args.ratios, desc="targets", unit="ratio", leave=False):
-        median, worst, share = target_precision(vr, images, ratio)
-        over = budget_overruns(vr, images, ratio)
-        print(f"  --ratio {ratio:g}: median error {median:.2f}%, worst {worst:.2f}%, "
-              f"{share:.0%} within 3%; --bytes raw/{ratio:g}: {over} over budget")
+    print_rate_control(lambda im, t: vr.compress(im, target=t), images, args.ratios)
     if args.plot:
         plot(args.plot, vr.name, curve, fixed)
         print(f"wrote {args.plot}")

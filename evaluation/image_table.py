@@ -39,6 +39,11 @@ def register(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="PATH",
                    help="VRS recordings (RGB stream 214-1), image files or folders of images")
     p.add_argument("--max-frames", type=int, metavar="N", help="use the first N frames only")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--ratio", type=float, metavar="N", help="encode each frame at this "
+                        "compression ratio (variable-rate codecs; default: their top level)")
+    target.add_argument("--bytes", type=int, metavar="B", help="encode each frame within B bytes")
+    target.add_argument("--level", type=int, metavar="L", help="encode at operating point L")
     p.add_argument("--clip", metavar="MODEL", help="open_clip model for label retention "
                    "(e.g. ViT-B-32); retention is left out without it")
     p.add_argument("--clip-weights", metavar="PATH_OR_TAG", help="weights file or pretrained "
@@ -83,10 +88,12 @@ def run(args: argparse.Namespace) -> int:
     from baselines.image import BaselineError
     from dance.bitstream import BitstreamError
     from dance.data import DataError
+    from dance.targets import TargetError
     from dance.zoo import CheckpointError
     try:
         return _run(args)
-    except (EvalError, DataError, CheckpointError, BitstreamError, BaselineError) as exc:
+    except (EvalError, DataError, CheckpointError, BitstreamError, BaselineError,
+            TargetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -101,6 +108,11 @@ def _run(args: argparse.Namespace) -> int:
         raise EvalError("--clip-weights needs --clip MODEL")
     if args.max_frames is not None and args.max_frames < 1:
         raise EvalError(f"--max-frames {args.max_frames}: need at least 1")
+    from dance.targets import Target
+    try:
+        target = Target(ratio=args.ratio, bytes=args.bytes, level=args.level)
+    except ValueError as exc:
+        raise EvalError(str(exc)) from None
     started = time.monotonic()
     classifier = load_clip(args) if args.clip else None  # first: missing weights are likely
     frames = frame_list(args.data, args.max_frames)
@@ -114,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     for index, (frame_name, load) in enumerate(progress):
         original = load()
         results = code_frame(original, codecs, lambda step: progress.set_postfix_str(
-            f"{frame_name}: {step}"))
+            f"{frame_name}: {step}"), target)
         progress.set_postfix_str(f"{frame_name}: quality")
         score_frame(frame_name, original, methods, results, args.device)
         if classifier is not None:
@@ -156,14 +168,14 @@ def build_methods(codecs: list[tuple[str, object]]) -> list[Method]:
     return methods
 
 
-def code_frame(original, codecs, step) -> list:
+def code_frame(original, codecs, step, target=None) -> list:
     """Per method: (container, decoded frame, baseline scale/quality) or None (no fit)."""
     from baselines.image import BaselineError, decode, fit_budget
 
     results: list = []
     for label, codec in codecs:
         step(label)
-        container = codec.compress(original)
+        container = codec.compress(original, target=target)
         results.append((container, codec.decompress(container), {}))
         for name, image_format in BASELINES:
             step(f"{name} @ {label}")
