@@ -1,8 +1,10 @@
 """DANCE: data-adaptive neural compression engine (N-D rate-distortion autoencoders).
 
-Layered like CompressAI: `layers` (N-D blocks), `entropy` (bottleneck + rANS coding), `models`
-(registry, DanceAutoencoder), `heuristics` (sizing rules), `zoo` (configs, checkpoints),
-`preprocess`, `codec` (arrays <-> containers), `bitstream` (container format).
+Layered like CompressAI: `layers` (N-D blocks), `entropy` (entropy models, CDF tables, ANS
+coding), `models` (the `CodecModel` contract and the family registry), `priors` (entropy models
+with levels), `families` (dance, hyperprior), `heuristics` (sizing rules), `zoo` (configs,
+checkpoints), `preprocess`, `targets` (level search), `codec` (arrays <-> containers),
+`bitstream` (container format), `export`.
 """
 from __future__ import annotations
 

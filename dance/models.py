@@ -97,7 +97,8 @@ class CodecModel(nn.Module):
         raise NotImplementedError
 
     def compress(self, x: torch.Tensor, level: int) -> dict:
-        """{"strings", "shapes"} of one item (1×C×spatial, a multiple of stride)."""
+        """{"strings", "shapes"} of one item (1×C×spatial, a multiple of stride). Builds the
+        frozen encoder per call: a Codec keeps one instead."""
         with torch.inference_mode():
             outputs = self.export_encoder()(x)
         strings, shapes = self.code(outputs if isinstance(outputs, tuple) else (outputs,), level)

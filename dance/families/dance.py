@@ -32,7 +32,6 @@ class DanceAutoencoder(CodecModel):
         self.levels = rate["levels"]
         self.entropy_bottleneck = FactorizedPrior(latent_channels, rate["levels"],
                                                   rate["step_min"], rate["step_max"])
-        self._exported: dict[bool, nn.Module] = {}
 
     @classmethod
     def from_config(cls, config: dict) -> "DanceAutoencoder":
@@ -65,7 +64,6 @@ class DanceAutoencoder(CodecModel):
 
     def update(self, force: bool = True) -> None:
         self.entropy_bottleneck.update()
-        self._exported.clear()
 
     def entropy_state(self) -> dict[str, torch.Tensor]:
         return self.entropy_bottleneck.state()
@@ -76,11 +74,8 @@ class DanceAutoencoder(CodecModel):
     def export_encoder(self, pooled: bool = False) -> nn.Module:
         """pooled: without the leading AvgPool (done by the caller); else the pool is folded
         into the first conv (`fold_pool`)."""
-        if pooled not in self._exported:
-            encoder = frozen(self.encoder)
-            self._exported[pooled] = (encoder[1:] if pooled and self.pool > 1
-                                      else fold_pool(encoder, self.dims))
-        return self._exported[pooled]
+        encoder = frozen(self.encoder)
+        return encoder[1:] if pooled and self.pool > 1 else fold_pool(encoder, self.dims)
 
     def code(self, outputs: tuple[torch.Tensor, ...], level: int):
         y = outputs[0][0].to(torch.float32)

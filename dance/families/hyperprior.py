@@ -57,7 +57,6 @@ class ScaleHyperprior(CodecModel):
         self.levels = rate["levels"]
         self.z_prior = FactorizedPrior(n)
         self.y_prior = GaussianPrior(rate["levels"], rate["step_min"], rate["step_max"])
-        self._exported: dict[bool, nn.Module] = {}
         self._hyper_cache: tuple | None = None
 
     @classmethod
@@ -98,7 +97,6 @@ class ScaleHyperprior(CodecModel):
     def update(self, force: bool = True) -> None:
         self.z_prior.update()
         self.y_prior.update()
-        self._exported.clear()
 
     def entropy_state(self) -> dict[str, torch.Tensor]:
         return {**self.z_prior.state("z."), **self.y_prior.state("y.")}
@@ -108,12 +106,10 @@ class ScaleHyperprior(CodecModel):
         self.y_prior.load_state(state, "y.")
 
     def export_encoder(self, pooled: bool = False) -> nn.Module:
-        if pooled not in self._exported:
-            g_a = frozen(self.g_a)
-            g_a = g_a[1:] if pooled and self.pool > 1 else fold_pool(g_a, self.dims)
-            h_a = copy.deepcopy(self.h_a).eval().requires_grad_(False)
-            self._exported[pooled] = HyperAnalysis(g_a, h_a).eval()
-        return self._exported[pooled]
+        g_a = frozen(self.g_a)
+        g_a = g_a[1:] if pooled and self.pool > 1 else fold_pool(g_a, self.dims)
+        h_a = copy.deepcopy(self.h_a).eval().requires_grad_(False)
+        return HyperAnalysis(g_a, h_a).eval()
 
     def _scales(self, z_hat: torch.Tensor) -> torch.Tensor:
         device = next(self.h_s.parameters()).device
