@@ -146,7 +146,7 @@ def _stream(provider, path: Path, label: str):
     return sid
 
 
-class _VrsReader:
+class VrsReader:
     """Opens VRS files lazily (providers cannot be pickled into DataLoader workers)."""
 
     def __init__(self):
@@ -199,7 +199,7 @@ class VrsFrames(_Cropping):
     def __init__(self, files: Sequence[Path], crop: int | None, train: bool, transform: Transform | None = None,
                  frames: dict[Path, Sequence[int]] | None = None):
         super().__init__(crop, train, transform)
-        self.reader = _VrsReader()
+        self.reader = VrsReader()
         self._cache: dict[tuple[Path, int], torch.Tensor] = {}
         self.index: list[tuple[Path, int]] = []
         for path in files:
@@ -220,8 +220,8 @@ class VrsFrames(_Cropping):
         return self._finish(frame)
 
 
-def vrs_frame_count(path: Path, reader: _VrsReader | None = None) -> int:
-    provider = (reader or _VrsReader()).provider(path)
+def vrs_frame_count(path: Path, reader: VrsReader | None = None) -> int:
+    provider = (reader or VrsReader()).provider(path)
     return provider.get_num_data(_stream(provider, path, RGB_STREAM))
 
 
@@ -314,7 +314,7 @@ class VrsAudio(_AudioSegments):
     def __init__(self, files: Sequence[Path], segment_frames: int, crop: int | None, train: bool,
                  transform: Transform | None = None, short: str = "pad",
                  segments: dict[Path, Sequence[int]] | None = None):
-        self.reader = _VrsReader()
+        self.reader = VrsReader()
         self._record_frames: dict[Path, tuple[int, int]] = {}
         super().__init__(files, segment_frames, crop, train, transform, short, segments)
 

@@ -1,23 +1,50 @@
-"""`dance inspect/encode/decode/export` through the real CLI parser (pipeline/cli.py)."""
+"""`dance inspect/encode/decode/extract/export` through the real CLI parser (pipeline/cli.py),
+in this process (`main`) or as a new one (`dance`, and `_dance_bytes` for binary stdin/stdout)."""
 from __future__ import annotations
 
+import io
+import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 from PIL import Image
 
+from dance.bitstream import unpack
+from dance.codec import load_codec
+from dance.data import open_vrs, read_vrs_audio
 from pipeline.cli import main
 
-from .conftest import dance
-from .dance_testing import TINY_AUDIO, TINY_IMAGE, tiny_checkpoint
+from .conftest import ROOT, dance
+from .dance_testing import TINY_AUDIO, TINY_IMAGE, sample_image, tiny_checkpoint
+
+VARIABLE_RATE = {"levels": 16, "step_min": 0.25, "step_max": 8.0}
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     return tiny_checkpoint(d / "img.pt", TINY_IMAGE), tiny_checkpoint(d / "aud.pt", TINY_AUDIO)
+
+
+@pytest.fixture(scope="module")
+def vr_ckpt(tmp_path_factory):
+    """A tiny image codec with 16 operating points."""
+    path = tmp_path_factory.mktemp("cli-vr") / "vr.pt"
+    return tiny_checkpoint(path, {**TINY_IMAGE, "name": "tiny-image-vr", "rate": VARIABLE_RATE})
+
+
+def _dance_bytes(*args, stdin: bytes) -> subprocess.CompletedProcess:
+    """`dance ARGS` in a new process with binary stdin and stdout."""
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT,
+                          input=stdin, capture_output=True, timeout=180)
+
+
+def _one_error_line(err: str) -> bool:
+    return err.startswith("error: ") and err.count("\n") == 1
 
 
 def _ratio(text: str, label: str) -> float:
@@ -136,3 +163,201 @@ def test_export_command(ckpts, tmp_path, capsys):
                  str(tmp_path / "enc.onnx")]) == 0
     assert (tmp_path / "enc.onnx").stat().st_size > 1000
     assert "wrote onnx encoder" in capsys.readouterr().out
+
+
+# -- targets, batches, stdin/stdout, VRS ---------------------------------------------------------
+def _encode_json(ckpt, src, tmp_path, *flags) -> dict:
+    """Encode `src` with `flags`, return its one JSON item (and check the file it names)."""
+    summary = tmp_path / "summary.json"
+    assert main(["encode", "-c", str(ckpt), str(src), "-o", str(tmp_path / "x.dnc"),
+                 "--json", str(summary), *flags]) == 0
+    item, = json.loads(summary.read_text())["items"]
+    assert item["bytes"] == (tmp_path / "x.dnc").stat().st_size
+    return item
+
+
+def test_rate_flags_choose_the_level(vr_ckpt, tmp_path, capsys):
+    pixels = sample_image(64, 80)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    raw = pixels.size
+    smallest = _encode_json(vr_ckpt, tmp_path / "in.png", tmp_path, "--level", "0")
+    largest = _encode_json(vr_ckpt, tmp_path / "in.png", tmp_path, "--level", "15")
+    assert (smallest["level"], largest["level"], largest["levels"]) == (0, 15, 16)
+    assert smallest["bytes"] < largest["bytes"]
+    levels = []
+    for size in (smallest["bytes"], (smallest["bytes"] + largest["bytes"]) / 2,
+                 largest["bytes"]):
+        item = _encode_json(vr_ckpt, tmp_path / "in.png", tmp_path, "--ratio", str(raw / size))
+        assert item["ratio"] == pytest.approx(raw / size, rel=0.1), item
+        levels.append(item["level"])
+    assert levels[0] < levels[1] < levels[2], levels
+    for budget in (smallest["bytes"], (smallest["bytes"] + largest["bytes"]) // 2,
+                   largest["bytes"] + 100):
+        item = _encode_json(vr_ckpt, tmp_path / "in.png", tmp_path, "--bytes", str(budget))
+        assert item["bytes"] <= budget, (budget, item)
+    assert item["level"] == 15
+    capsys.readouterr()
+    assert main(["encode", "-c", str(vr_ckpt), str(tmp_path / "in.png"), "-o",
+                 str(tmp_path / "y.dnc"), "--bytes", str(smallest["bytes"] - 1)]) == 2
+    err = capsys.readouterr().err
+    assert _one_error_line(err) and "cannot fit" in err, err
+    assert not (tmp_path / "y.dnc").exists()
+
+
+def test_bitrate_targets_audio(ckpts, tmp_path):
+    _, audio_ckpt = ckpts
+    t = np.arange(9600)[:, None]
+    samples = (1e6 * np.sin(2 * np.pi * 300 * t / 48000 + np.arange(7))).astype(np.int32)
+    sf.write(tmp_path / "in.wav", samples, 48000, subtype="PCM_32")
+    item = _encode_json(audio_ckpt, tmp_path / "in.wav", tmp_path, "--bitrate", "64")
+    assert item["raw_bytes"] == 9600 * 7 * 4 and item["level"] == 0   # one level: level 0
+
+
+def test_folder_and_glob_encode_every_image(vr_ckpt, tmp_path, capsys):
+    images = tmp_path / "frames"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(sample_image(40, 56, seed=i)).save(images / f"f{i}.png")
+    (images / "notes.txt").write_text("not an image")
+    assert main(["encode", "-c", str(vr_ckpt), str(images), "-o", str(tmp_path / "a"),
+                 "--json", str(tmp_path / "a.json"), "--ratio", "100"]) == 0
+    assert "3 containers" in capsys.readouterr().out
+    assert main(["encode", "-c", str(vr_ckpt), str(images / "*.png"), "-o",
+                 str(tmp_path / "b"), "--json", "-", "--ratio", "100"]) == 0
+    captured = capsys.readouterr()
+    assert "3 containers" in captured.err     # the human summary moves off stdout
+    for folder, document in ((tmp_path / "a", json.loads((tmp_path / "a.json").read_text())),
+                             (tmp_path / "b", json.loads(captured.out))):
+        assert sorted(p.name for p in folder.iterdir()) == ["f0.dnc", "f1.dnc", "f2.dnc"]
+        items = document["items"]
+        assert [it["input"] for it in items] == [str(images / f"f{i}.png") for i in range(3)]
+        for it in items:
+            assert it["bytes"] == (folder / f"{it['input'][-6:-4]}.dnc").stat().st_size
+            assert it["raw_bytes"] == 40 * 56 * 3 and it["levels"] == 16
+            assert it["codec"].startswith("tiny-image-vr@")
+        assert document["totals"]["bytes"] == sum(it["bytes"] for it in items)
+        assert document["totals"]["items"] == 3
+    assert main(["decode", str(tmp_path / "a"), "-c", str(vr_ckpt), "-o",
+                 str(tmp_path / "png")]) == 0
+    for i in range(3):
+        assert np.asarray(Image.open(tmp_path / "png" / f"f{i}.png")).shape == (40, 56, 3)
+    # the same stem twice: refused before anything is written
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(sample_image(40, 56)).save(other / "f1.jpg")
+    capsys.readouterr()
+    assert main(["encode", "-c", str(vr_ckpt), str(images), str(other / "f1.jpg"), "-o",
+                 str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert _one_error_line(err) and "f1.png" in err and "f1.jpg" in err, err
+    assert not (tmp_path / "c").exists()
+
+
+def test_stdin_to_stdout_round_trip(vr_ckpt, tmp_path):
+    Image.fromarray(sample_image(48, 64)).save(tmp_path / "in.png")
+    encoded = _dance_bytes("encode", "-", "-c", vr_ckpt, "-o", "-", "--level", "7",
+                           stdin=(tmp_path / "in.png").read_bytes())
+    assert encoded.returncode == 0, encoded.stderr
+    assert unpack(encoded.stdout).level == 7
+    assert b"stdin: 48\xc3\x9764\xc3\x973 uint8" in encoded.stderr     # the summary, on stderr
+    decoded = _dance_bytes("decode", "-", "-c", vr_ckpt, "-o", "-", stdin=encoded.stdout)
+    assert decoded.returncode == 0, decoded.stderr
+    (tmp_path / "x.dnc").write_bytes(encoded.stdout)
+    assert main(["decode", str(tmp_path / "x.dnc"), "-c", str(vr_ckpt), "-o",
+                 str(tmp_path / "file.png")]) == 0
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(decoded.stdout))),
+                          np.asarray(Image.open(tmp_path / "file.png")))
+
+
+def test_vrs_frames_encode_and_extract(ckpts, aea_vrs, tmp_path):
+    image_ckpt, _ = ckpts
+    result = dance("encode", aea_vrs, "-c", image_ckpt, "-o", tmp_path / "enc", "--frames",
+                   "0:2", "--json", tmp_path / "enc.json")
+    assert result.returncode == 0, result.stderr
+    assert "VrsDataProvider" not in result.stderr     # projectaria-tools' log kept quiet
+    items = json.loads((tmp_path / "enc.json").read_text())["items"]
+    assert [(it["frame"], it["raw_bytes"]) for it in items] == [(0, 1408 * 1408 * 3),
+                                                                 (1, 1408 * 1408 * 3)]
+    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == [
+        "recording-00000.dnc", "recording-00001.dnc"]
+    assert unpack((tmp_path / "enc" / "recording-00001.dnc").read_bytes()).shape == (1408, 1408, 3)
+    result = dance("extract", aea_vrs, "--images", tmp_path / "png", "--audio",
+                   tmp_path / "mics.wav", "--frames", "0:2")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["frame-00000.png",
+                                                                     "frame-00001.png"]
+    assert np.asarray(Image.open(tmp_path / "png" / "frame-00001.png")).shape == (1408, 1408, 3)
+    info = sf.info(str(tmp_path / "mics.wav"))
+    assert (info.channels, info.samplerate, info.subtype) == (7, 48000, "PCM_32")
+    assert info.frames / 48000 == pytest.approx(0.34, abs=0.01)
+
+
+def test_vrs_audio_blocks_share_one_streaming_encoder(aea_vrs, tmp_path):
+    # quantization steps fine enough that the DC filter's carried state changes the symbols
+    audio_ckpt = tiny_checkpoint(tmp_path / "fine.pt", {
+        **TINY_AUDIO, "name": "tiny-audio-fine",
+        "rate": {"levels": 2, "step_min": 0.02, "step_max": 0.05}})
+    assert main(["encode", str(aea_vrs), "-c", str(audio_ckpt), "-o", str(tmp_path / "blocks"),
+                 "--block", "6000", "--json", str(tmp_path / "b.json")]) == 0
+    audio = read_vrs_audio(open_vrs(aea_vrs), aea_vrs)
+    codec = load_codec(audio_ckpt)
+    encoder = codec.audio_encoder(48000)
+    blocks = [audio[start:start + 6000] for start in range(0, len(audio), 6000)]
+    assert [it["block"] for it in json.loads((tmp_path / "b.json").read_text())["items"]] == \
+        list(range(len(blocks)))
+    written = [(tmp_path / "blocks" / f"recording-{k:05d}.dnc").read_bytes()
+               for k in range(len(blocks))]
+    assert written == [encoder.encode(block) for block in blocks]
+    assert written != [codec.compress(block, 48000) for block in blocks]   # each block anew
+    assert main(["encode", str(aea_vrs), "-c", str(audio_ckpt), "-o",
+                 str(tmp_path / "all.dnc")]) == 0     # no --block: one container
+    assert unpack((tmp_path / "all.dnc").read_bytes()).shape == audio.shape
+
+
+def test_decode_names_the_checkpoint_it_needs(vr_ckpt, tmp_path, capsys):
+    Image.fromarray(sample_image(32, 32)).save(tmp_path / "in.png")
+    assert main(["encode", "-c", str(vr_ckpt), str(tmp_path / "in.png"), "-o",
+                 str(tmp_path / "x.dnc")]) == 0
+    needed = unpack((tmp_path / "x.dnc").read_bytes()).codec_hash.hex()
+    assert len(needed) == 16
+    retrained = tiny_checkpoint(tmp_path / "retrained.pt",
+                                {**TINY_IMAGE, "name": "tiny-image-vr", "rate": VARIABLE_RATE},
+                                seed=1)
+    capsys.readouterr()
+    for flags in ([], ["-c", str(retrained)]):     # not installed; another checkpoint's hash
+        assert main(["decode", str(tmp_path / "x.dnc"), "-o", str(tmp_path / "o.png"),
+                     *flags]) == 2
+        err = capsys.readouterr().err
+        assert _one_error_line(err), err
+        assert f"tiny-image-vr@{needed}" in err and "-c FILE" in err, err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_bad_flag_combinations_give_one_error_line(ckpts, vr_ckpt, tmp_path, capsys):
+    image_ckpt, audio_ckpt = ckpts
+    Image.fromarray(sample_image(32, 32)).save(tmp_path / "a.png")
+    Image.fromarray(sample_image(32, 32)).save(tmp_path / "b.png")
+    png, out = str(tmp_path / "a.png"), str(tmp_path / "x.dnc")
+    encode = ["encode", "-c", str(vr_ckpt)]
+    for argv in ([*encode, png, "-o", out, "--ratio", "10", "--bytes", "100"],
+                 [*encode, png, "-o", out, "--bitrate", "64"],
+                 [*encode, png, "-o", out, "--ratio", "fast"],
+                 [*encode, png, "-o", out, "--ratio", "0"],
+                 [*encode, png, "-o", out, "--level", "16"],
+                 [*encode, png, "-o", out, "--bytes", "1.5"],
+                 [*encode, png, "-o", out, "--frames", "0:2"],
+                 [*encode, png, "-o", "-", "--json", "-"],
+                 [*encode, png, str(tmp_path / "b.png"), "-o", "-"],
+                 [*encode, png, str(tmp_path / "b.png"), "-o", png],
+                 [*encode, str(tmp_path / "*.jpg"), "-o", str(tmp_path / "o")],
+                 [*encode, "-", png, "-o", str(tmp_path / "o")],
+                 ["encode", "-c", str(audio_ckpt), png, "-o", out, "--block", "4096"],
+                 ["extract", str(tmp_path / "missing.vrs"), "--images", str(tmp_path / "o")],
+                 ["extract", str(tmp_path / "missing.vrs")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert _one_error_line(err), (argv, err)
+    assert not (tmp_path / "x.dnc").exists() and not (tmp_path / "o").exists()
+    (tmp_path / "bad.vrs").write_bytes(b"not a recording" * 100)
+    result = dance("extract", tmp_path / "bad.vrs", "--images", tmp_path / "o")
+    assert result.returncode == 2 and _one_error_line(result.stderr), result.stderr
