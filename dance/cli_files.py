@@ -116,15 +116,13 @@ def _target(args: argparse.Namespace):
 
 def _compress(codec, item: Item, signal: Signal, target, encoders: dict) -> bytes:
     """One container; the blocks of one stream share a streaming encoder (filter state)."""
-    from .targets import TargetError
-
     try:
         if item.stream is None:
             return codec.compress(signal.array, signal.sample_rate, target)
         if item.stream not in encoders:
             encoders[item.stream] = codec.audio_encoder(signal.sample_rate)
         return encoders[item.stream].encode(signal.array, target)
-    except TargetError as exc:
+    except ValueError as exc:  # a target no level meets, a signal too large for one container
         raise CliError(f"{item.label}: {exc}") from None
 
 

@@ -32,6 +32,10 @@ PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # float32; ~2× PyTorch's float32 speed on the 1-D audio encoders). Only the encoder: symbols
 # are decided by the integer tables either way, and decoding always runs in PyTorch.
 ENGINES = ("torch", "onnxruntime")
+# The largest signal (elements of the original array) one container may hold: decoding runs the
+# synthesis network on the whole item at once, ~1 GB at this size (a 2,365² RGB image, 40 s of
+# 7-channel 48 kHz audio). Longer audio goes in blocks; a Codec may be given a higher limit.
+MAX_ITEM_ELEMENTS = 1 << 24
 
 
 def retain_freed_memory() -> bool:
@@ -59,7 +63,7 @@ class Codec:
 
     def __init__(self, model: CodecModel, config: dict, checkpoint_hash: str,
                  device: str | torch.device = "cpu", precision: str = "float32",
-                 engine: str = "torch"):
+                 engine: str = "torch", max_elements: int = MAX_ITEM_ELEMENTS):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         if engine not in ENGINES:
@@ -67,6 +71,7 @@ class Codec:
         if engine == "onnxruntime" and (precision != "float32" or torch.device(device).type != "cpu"):
             raise ValueError("the onnxruntime engine runs float32 on the CPU only")
         self.model = model.to(device).eval()
+        self.max_elements = int(max_elements)
         self.precision = PRECISIONS[precision]
         self.config = config
         self.device = torch.device(device)
@@ -129,6 +134,9 @@ class Codec:
                 target: Target | None) -> bytes:
         if min(x.shape[2:]) < 1:
             raise ValueError(f"cannot encode an empty signal of shape {array.shape}")
+        if array.size > self.max_elements:
+            raise ValueError(f"a signal of {array.size:,} elements is over the {self.max_elements:,}"
+                             " a container may hold; encode it in blocks")
         with torch.inference_mode():
             x = pad_to_multiple(x.to(self.device, self.precision), self.stride // self.input_pool)
             if self.kind == "image":
@@ -202,9 +210,9 @@ class Codec:
         if self.kind == "image" and container.dtype != "uint8":
             raise BitstreamError(f"an image stream must be uint8, not {container.dtype}")
         padded = tuple(-(-s // self.stride) * self.stride for s in self._spatial(container))
-        if math.prod(padded) * channels > bitstream.MAX_ELEMENTS:
-            raise BitstreamError(f"original shape {container.shape} is larger than a decoder "
-                                 "accepts")
+        if math.prod(padded) * channels > self.max_elements:
+            raise BitstreamError(f"original shape {container.shape} is over the "
+                                 f"{self.max_elements:,} elements this decoder accepts")
         expected = [tuple(s) for s in self.model.string_shapes(padded)]
         if [tuple(s) for s in container.string_shapes] != expected:
             raise BitstreamError(f"string shapes {list(container.string_shapes)} do not match "

@@ -42,6 +42,8 @@ def register(kinds: argparse._SubParsersAction) -> None:
                    help="Opus bit rates per channel, bits/s ('' for none)")
     p.add_argument("--max-seconds", type=float, metavar="S",
                    help="use at most the first S seconds of each clip")
+    p.add_argument("--ratio", type=float, metavar="N", help="encode DANCE codecs at this "
+                   "compression ratio per clip (variable-rate codecs; default: their top level)")
     p.add_argument("--projection", default="spauq", choices=("spauq", "delayed"),
                    help="SSDR/SRDR projection (evaluation/spatial.py; default: as the "
                         "reference implementation)")
@@ -78,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from dance.preprocess import PreprocessError
     errors: tuple = (EvalError, DataError, BitstreamError, BaselineError, PreprocessError)
     if args.codec:      # compressai takes seconds to import: only when there are codecs
+        from dance.targets import TargetError
         from dance.zoo import CheckpointError
-        errors += (CheckpointError,)
+        errors += (CheckpointError, TargetError)
     try:
         return _run(args)
     except errors as exc:
@@ -95,6 +98,11 @@ def _run(args: argparse.Namespace) -> int:
 
     from dance.preprocess import notch_filter
 
+    from dance.targets import Target
+    try:
+        target = Target(ratio=args.ratio)
+    except ValueError as exc:
+        raise EvalError(f"--ratio: {exc}") from None
     started = time.monotonic()
     clips = clip_list(args.data)
     methods = baseline_methods(args.mp3, args.opus) + load_codecs(args.codec, args.device)
@@ -109,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         reference = notch_filter(raw, rate)     # the metrics' linear reference, for every method
         for method in methods:
             progress.set_postfix_str(f"{Path(path).name} {method.name}")
-            evaluate(method, path, raw, reference, rate, args.projection)
+            evaluate(method, path, raw, reference, rate, args.projection, target)
             progress.update()
     progress.close()
     summaries = [m.summary() for m in methods]
@@ -165,7 +173,7 @@ def baseline_methods(mp3: str, opus: str) -> list[Method]:
 
 
 def load_codecs(names: list[str], device: str) -> list[Method]:
-    from dance.analysis import count_params
+    from dance.analysis import model_report
     from dance.codec import load_codec
     methods = []
     for name in names:
@@ -173,13 +181,14 @@ def load_codecs(names: list[str], device: str) -> list[Method]:
         if codec.kind != "audio":
             raise EvalError(f"--codec {name} is an {codec.kind} codec; this table needs audio "
                             f"codecs")
-        params = count_params(codec.model.encoder)
+        params = model_report(codec.model)["encoder_params"]
         methods.append(Method(codec.name, "dance", f"{codec.id}", params, codec))
     return methods
 
 
 # -- one clip through one method ---------------------------------------------------------------
-def evaluate(method: Method, path: Path, raw, reference, rate: int, projection: str) -> None:
+def evaluate(method: Method, path: Path, raw, reference, rate: int, projection: str,
+             target=None) -> None:
     import numpy as np
 
     from baselines.audio import AudioBaselineDecoder, AudioBaselineEncoder
@@ -187,7 +196,7 @@ def evaluate(method: Method, path: Path, raw, reference, rate: int, projection: 
     from evaluation.spatial import spatial_metrics
 
     if method.family == "dance":
-        data = method.coder.compress(raw, sample_rate=rate)
+        data = method.coder.compress(raw, sample_rate=rate, target=target)
         sizes = [len(data)]
         estimate = full_scale(method.coder.decompress(data))
     else:

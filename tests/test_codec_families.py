@@ -201,6 +201,17 @@ def test_crafted_containers_are_one_error_never_a_crash(vr_image):
         codec.decompress(huge)
 
 
+def test_items_over_the_decoding_limit_are_refused_both_ways(vr_image):
+    small = load_codec(vr_image)
+    pixels = sample_image(64, 64)
+    data = small.compress(pixels)
+    small.max_elements = pixels.size - 1
+    with pytest.raises(BitstreamError, match="elements this decoder accepts"):
+        small.decompress(data)
+    with pytest.raises(ValueError, match="encode it in blocks"):
+        small.compress(pixels)
+
+
 def test_a_container_of_another_checkpoint_names_it(vr_image, tmp_path):
     other = load_codec(tiny_checkpoint(tmp_path / "other.pt",
                                        {**TINY_IMAGE, "name": "tiny-image-vr", "rate": RATE},
