@@ -128,6 +128,17 @@ class CodecModel(nn.Module):
         return level
 
 
+def entropy_parameter_groups(model: nn.Module, prefixes: tuple[str, ...]) -> dict:
+    """`parameter_groups()` for a model whose entropy models live under `prefixes`: their
+    quantiles are "aux", their other parameters "entropy", everything else "network"."""
+    named = dict(model.named_parameters())
+    entropy = {n for n in named if n.startswith(prefixes)}
+    return {"network": [p for n, p in named.items() if n not in entropy],
+            "entropy": [p for n, p in named.items() if n in entropy
+                        and not n.endswith(".quantiles")],
+            "aux": [p for n, p in named.items() if n.endswith(".quantiles")]}
+
+
 def register_model(name: str) -> Callable[[type], type]:
     """Class decorator: make a family buildable by `build_model({"family": name, ...})`."""
     def add(cls: type) -> type:

@@ -18,8 +18,13 @@ from .models import geometric
 
 
 class _Levels:
-    """The step ladder shared by both priors."""
+    """The step ladder and the stored state shared by both priors: CDF tables, one float32
+    tensor named `constant` (`stored_constant`), and the steps."""
 
+    constant: str
+    stored_constant: torch.Tensor
+    coder: TableCoder | None
+    tables: CdfTables
     levels: int
     step_min: float
     step_max: float
@@ -37,14 +42,25 @@ class _Levels:
     def _stored_step(self, level: int) -> float:
         return float(self.steps[level])
 
-    def _steps_state(self, prefix: str) -> dict[str, torch.Tensor]:
-        return {f"{prefix}steps": self.steps.clone()} if self.levels > 1 else {}
+    def state(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        if self.coder is None:
+            self.update()
+        steps = {f"{prefix}steps": self.steps.clone()} if self.levels > 1 else {}
+        return {**self.tables.to_dict(prefix),
+                f"{prefix}{self.constant}": self.stored_constant.clone(), **steps}
 
-    def _load_steps(self, state: dict, prefix: str) -> None:
+    def load_state(self, state: dict, prefix: str = "") -> None:
+        value = state.get(f"{prefix}{self.constant}")
+        if value is None or value.dtype != torch.float32:
+            raise ValueError(f"entropy state lacks float32 {prefix}{self.constant}")
         steps = state.get(f"{prefix}steps", torch.ones(1))
         if steps.dtype != torch.float32 or steps.numel() != self.levels:
             raise ValueError(f"entropy state {prefix}steps must hold {self.levels} float32 steps")
         self.steps = steps.reshape(-1).clone()
+        self._install(CdfTables.from_dict(state, prefix), value)
+
+    def _install(self, tables: CdfTables, constant: torch.Tensor) -> None:
+        raise NotImplementedError
 
 
 class FactorizedPrior(_Levels, VariableRateBottleneck):
@@ -52,12 +68,13 @@ class FactorizedPrior(_Levels, VariableRateBottleneck):
     level. Entropy state: quantized_cdf [levels·C, L], cdf_length, offset, medians [C] and, for
     levels > 1, steps — with one level exactly the state of version-1 checkpoints."""
 
+    constant = "medians"
+
     def __init__(self, channels: int, levels: int = 1, step_min: float = 1.0,
                  step_max: float = 1.0):
         VariableRateBottleneck.__init__(self, channels)
         self._init_levels(levels, step_min, step_max)
-        self.coder: TableCoder | None = None
-        self.stored_medians: torch.Tensor | None = None
+        self.coder = None
 
     def forward(self, y: torch.Tensor, level: float | None = None, training: bool | None = None):
         return VariableRateBottleneck.forward(self, y, self.step(level), training)
@@ -73,20 +90,11 @@ class FactorizedPrior(_Levels, VariableRateBottleneck):
                              f"medians; the model needs {self.levels}×{self.channels} and "
                              f"{self.channels}")
         self.tables, self.coder = tables, TableCoder(tables)
-        self.stored_medians = medians.to(torch.float32).reshape(-1).clone()
+        self.stored_constant = medians.to(torch.float32).reshape(-1).clone()
 
-    def state(self, prefix: str = "") -> dict[str, torch.Tensor]:
-        if self.coder is None:
-            self.update()
-        return {**self.tables.to_dict(prefix), f"{prefix}medians": self.stored_medians.clone(),
-                **self._steps_state(prefix)}
-
-    def load_state(self, state: dict, prefix: str = "") -> None:
-        medians = state.get(f"{prefix}medians")
-        if medians is None or medians.dtype != torch.float32:
-            raise ValueError(f"entropy state lacks float32 {prefix}medians")
-        self._load_steps(state, prefix)
-        self._install(CdfTables.from_dict(state, prefix), medians)
+    @property
+    def stored_medians(self) -> torch.Tensor:
+        return self.stored_constant
 
     # -- coding one latent (C, *spatial) ------------------------------------------------------
     def _rows(self, shape: tuple[int, ...], level: int) -> np.ndarray:
@@ -131,13 +139,14 @@ class GaussianPrior(_Levels, GaussianConditional):
     The scales come from the decoder's hyper-synthesis network in float, so as in CompressAI a
     different CPU may pick another row for a scale on a table boundary (docs/bitstream.md)."""
 
+    constant = "scale_table"
+
     def __init__(self, levels: int = 1, step_min: float = 1.0, step_max: float = 1.0):
         from compressai.models.google import get_scale_table
         GaussianConditional.__init__(self, None)
         self._init_levels(levels, step_min, step_max)
         self.initial_scales = get_scale_table().to(torch.float32)
-        self.coder: TableCoder | None = None
-        self.stored_scales: np.ndarray | None = None
+        self.coder = None
 
     def forward(self, y: torch.Tensor, scales: torch.Tensor, level: float | None = None,
                 training: bool | None = None):
@@ -154,21 +163,8 @@ class GaussianPrior(_Levels, GaussianConditional):
         if tables.rows != scale_table.numel():
             raise ValueError("entropy state: one CDF row per scale_table entry needed")
         self.tables, self.coder = tables, TableCoder(tables)
-        self.stored_scales = scale_table.to(torch.float32).numpy().reshape(-1).copy()
-
-    def state(self, prefix: str = "") -> dict[str, torch.Tensor]:
-        if self.coder is None:
-            self.update()
-        return {**self.tables.to_dict(prefix),
-                f"{prefix}scale_table": torch.from_numpy(self.stored_scales.copy()),
-                **self._steps_state(prefix)}
-
-    def load_state(self, state: dict, prefix: str = "") -> None:
-        table = state.get(f"{prefix}scale_table")
-        if table is None or table.dtype != torch.float32:
-            raise ValueError(f"entropy state lacks float32 {prefix}scale_table")
-        self._load_steps(state, prefix)
-        self._install(CdfTables.from_dict(state, prefix), table)
+        self.stored_constant = scale_table.to(torch.float32).reshape(-1).clone()
+        self.stored_scales = self.stored_constant.numpy()
 
     def _rows(self, scales: torch.Tensor, level: int) -> np.ndarray:
         s = scales.detach().to("cpu", torch.float32).numpy().reshape(-1)

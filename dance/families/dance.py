@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ..models import CodecModel, rate_settings, register_model
+from ..models import CodecModel, entropy_parameter_groups, rate_settings, register_model
 from ..priors import FactorizedPrior
 from .convnets import analysis, crop, fold_pool, frozen, synthesis
 
@@ -55,12 +55,7 @@ class DanceAutoencoder(CodecModel):
         return self.entropy_bottleneck.loss()
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        named = dict(self.named_parameters())
-        entropy = {n for n in named if n.startswith("entropy_bottleneck.")}
-        return {"network": [p for n, p in named.items() if n not in entropy],
-                "entropy": [p for n, p in named.items() if n in entropy
-                            and not n.endswith(".quantiles")],
-                "aux": [p for n, p in named.items() if n.endswith(".quantiles")]}
+        return entropy_parameter_groups(self, ("entropy_bottleneck.",))
 
     def update(self, force: bool = True) -> None:
         self.entropy_bottleneck.update()

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import conv, upsampler
-from ..models import CodecModel, rate_settings, register_model
+from ..models import CodecModel, entropy_parameter_groups, rate_settings, register_model
 from ..priors import FactorizedPrior, GaussianPrior
 from .convnets import analysis, crop, fold_pool, frozen, synthesis
 
@@ -87,12 +87,7 @@ class ScaleHyperprior(CodecModel):
         return self.z_prior.loss()
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        named = dict(self.named_parameters())
-        entropy = {n for n in named if n.startswith("z_prior.")}
-        return {"network": [p for n, p in named.items() if n not in entropy],
-                "entropy": [p for n, p in named.items() if n in entropy
-                            and not n.endswith(".quantiles")],
-                "aux": [p for n, p in named.items() if n.endswith(".quantiles")]}
+        return entropy_parameter_groups(self, ("z_prior.",))
 
     def update(self, force: bool = True) -> None:
         self.z_prior.update()
