@@ -105,7 +105,8 @@ class Encode(Node):
 
 
 class Decode(Node):
-    """Decompress DANCE containers back into image or audio packets."""
+    """Decompress DANCE containers back into image or audio packets; a container that does not
+    decode (damaged, crafted, another codec's) is counted as `rejected` and dropped."""
 
     encoded = Input("encoded", "DANCE containers")
     image = Output("image", "reconstructed frames")
@@ -123,13 +124,18 @@ class Decode(Node):
             self._codecs[codec.name] = codec
 
     def on_encoded(self, packet: Packet) -> None:
-        from dance.bitstream import unpack
-        container = unpack(packet.payload)
-        codec = self._codecs.get(container.codec_name)
-        if codec is None:
-            codec = self._codecs[container.codec_name] = self._load(container.codec_name,
-                                                                     device=self.device)
-        array, _ = codec.decode(packet.payload, companded=packet.meta.get("domain") == MU_LAW)
+        from dance.bitstream import BitstreamError, unpack
+        try:
+            container = unpack(packet.payload)
+            codec = self._codecs.get(container.codec_name)
+            if codec is None:
+                codec = self._codecs[container.codec_name] = self._load(container.codec_name,
+                                                                         device=self.device)
+            array, _ = codec.decode(packet.payload,
+                                    companded=packet.meta.get("domain") == MU_LAW)
+        except BitstreamError:  # damaged or crafted: counted, the stream goes on
+            self.counters["rejected"] = self.counters.get("rejected", 0) + 1
+            return
         meta = {k: v for k, v in packet.meta.items() if k not in CODEC_META}
         if container.kind == "image":
             meta.update(height=int(array.shape[0]), width=int(array.shape[1]),

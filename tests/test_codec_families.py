@@ -18,7 +18,7 @@ from dance.codec import load_codec
 from dance.export import export_encoder
 from dance.targets import Target, TargetError
 from nodes.codec import Encode
-from pipeline.packet import image_packet
+from pipeline.packet import Packet, image_packet
 
 from .conftest import ROOT, dance
 from .dance_testing import TINY_AUDIO, TINY_IMAGE, sample_audio, sample_image, tiny_checkpoint
@@ -127,11 +127,23 @@ def test_encode_node_follows_control_messages(vr_image):
     pixels = sample_image(64, 64)
     node.handle("image", image_packet("rgb", 0, 0, pixels))
     node.handle("control", image_packet("ctl", 0, 0, pixels))           # not a dict: rejected
-    node.handle("control", type(out[0])("ctl", 0, 0, {"ratio": "fast"}))  # unparsable: rejected
-    node.handle("control", type(out[0])("ctl", 0, 0, {"level": 12}))
+    node.handle("control", Packet("ctl", 0, 0, {"ratio": "fast"}))  # unparsable: rejected
+    node.handle("control", Packet("ctl", 0, 0, {"level": 12}))
     node.handle("image", image_packet("rgb", 1, 1, pixels))
     assert [bitstream.unpack(p.payload).level for p in out] == [2, 12]
     assert node.counters["control_accepted"] == 1 and node.counters["control_rejected"] == 2
+
+
+def test_decode_node_counts_containers_it_cannot_decode(vr_image):
+    from nodes.codec import Decode
+    node = Decode(checkpoint=str(vr_image))
+    out = []
+    node.attach(lambda port, packet: out.append(packet), threading.Event())
+    node.setup()
+    good = load_codec(vr_image).compress(sample_image(32, 32))
+    for payload in (b"DNC\x02junk", good[:-1], good):
+        node.handle("encoded", Packet("rgb", 0, 0, payload, {}))
+    assert len(out) == 1 and node.counters["rejected"] == 2
 
 
 def test_version_1_containers_decode_bit_identically():
