@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from dance import data  # noqa: E402
 from dance.codec import load_codec, raw_bytes  # noqa: E402
-from dance.targets import Target  # noqa: E402
+from dance.targets import Target, TargetError  # noqa: E402
 from evaluation.bjontegaard import bd_rate  # noqa: E402
 from evaluation.image_quality import psnr  # noqa: E402
 
@@ -47,24 +47,30 @@ def curve_point(codec, images, target: Target) -> tuple[float, float, float]:
     return float(np.mean(bpp)), float(np.mean(ratios)), float(np.mean(quality))
 
 
-def target_precision(encode, items, ratio: float) -> tuple[float, float, float, int]:
-    """(median, worst |error| in %, share within 3%) of containers aimed at `ratio`, and how
-    many containers aimed at a byte budget of raw/ratio exceed it (must be 0)."""
-    errors, over = [], 0
+def target_precision(encode, items, ratio: float) -> tuple[float, float, float, int, int]:
+    """(median, worst |error| in %, share within 3%) of containers aimed at `ratio`; of the
+    containers aimed at a byte budget of raw/ratio, how many exceed it (must be 0) and how many
+    budgets are below even level 0 (refused with TargetError)."""
+    errors, over, unreachable = [], 0, 0
     for item in items:
         raw = raw_bytes(item)
         errors.append(abs(raw / len(encode(item, Target(ratio=ratio))) / ratio - 1) * 100)
-        over += len(encode(item, Target(bytes=int(raw / ratio)))) > int(raw / ratio)
+        try:
+            over += len(encode(item, Target(bytes=int(raw / ratio)))) > int(raw / ratio)
+        except TargetError:
+            unreachable += 1
     return (float(np.median(errors)), float(np.max(errors)),
-            float(np.mean(np.array(errors) <= 3)), over)
+            float(np.mean(np.array(errors) <= 3)), over, unreachable)
 
 
 def print_rate_control(encode, items, ratios) -> None:
+    results = [(ratio, target_precision(encode, items, ratio))
+               for ratio in tqdm(ratios, desc="targets", unit="ratio")]
     print("\nrate control (per item, container included):")
-    for ratio in tqdm(ratios, desc="targets", unit="ratio", leave=False):
-        median, worst, share, over = target_precision(encode, items, ratio)
+    for ratio, (median, worst, share, over, unreachable) in results:
         print(f"  --ratio {ratio:g}: median error {median:.2f}%, worst {worst:.2f}%, "
-              f"{share:.0%} within 3%; --bytes raw/{ratio:g}: {over} over budget")
+              f"{share:.0%} within 3%; --bytes raw/{ratio:g}: {over} over budget, "
+              f"{unreachable} below the smallest container")
 
 
 def audio_items(folder: Path, block: int) -> list[np.ndarray]:
@@ -115,16 +121,16 @@ def main() -> int:
     levels = sorted(set(range(0, vr.levels, args.every)) | {vr.levels - 1})
     curve = [curve_point(vr, images, Target(level=k))
              for k in tqdm(levels, desc=f"{vr.name} levels", unit="level")]
+    fixed = []
+    for name in tqdm(args.fixed, desc="fixed-λ models", unit="model"):
+        codec = load_codec(name)
+        fixed.append((codec.name, codec.config.get("lmbda"), *curve_point(codec, images, Target())))
     print(f"\n{vr.name} ({vr.levels} levels) on {len(images)} images of {args.images}")
     print(f"{'point':>14} {'bpp':>8} {'ratio':>9} {'PSNR':>7}")
     for k, (bpp, ratio, q) in zip(levels, curve):
         print(f"{'level ' + str(k):>14} {bpp:8.4f} {ratio:7.0f}:1 {q:7.2f}")
     print(f"range in bytes: {curve[-1][0] / curve[0][0]:.1f}x "
           f"({curve[0][1]:.0f}:1 .. {curve[-1][1]:.0f}:1)")
-    fixed = []
-    for name in tqdm(args.fixed, desc="fixed-λ models", unit="model"):
-        codec = load_codec(name)
-        fixed.append((codec.name, codec.config.get("lmbda"), *curve_point(codec, images, Target())))
     for name, lmbda, bpp, ratio, q in fixed:
         print(f"{name:>14} {bpp:8.4f} {ratio:7.0f}:1 {q:7.2f}   (λ {lmbda})")
     if len(fixed) >= 2:
