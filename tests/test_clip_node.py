@@ -42,7 +42,11 @@ def test_clip_node_labels_every_frame_of_a_batch_with_its_timestamp():
     first = out[0][1].payload
     assert first["label"] == ["kitchen", "laptop", "laundry"][first["index"]]
     assert len(first["probs"]) == 3 and sum(first["probs"]) == pytest.approx(1, abs=1e-4)
-    assert first["confident"] is True and out[3][1].payload == first  # batch == single frame
+    single = out[3][1].payload  # batch == single frame, up to the last rounded digit of a prob
+    assert first["confident"] is True and single["label"] == first["label"]
+    assert single["probs"] == pytest.approx(first["probs"], abs=2e-6)
+    assert single["max_logit"] == pytest.approx(first["max_logit"], abs=2e-4)
+    assert set(single) == set(first) and single["index"] == first["index"]
     assert node.counters["batches"] == 2 and node.counters["largest_batch"] == 3
     json.dumps(first)  # travels as JSON
 
