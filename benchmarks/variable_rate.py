@@ -7,7 +7,8 @@ In one run, on images none of the models trained on (default: the 24 Kodak image
    the rate the single model costs over dedicated ones, at equal PSNR;
 4. rate control: for each `--ratio`, how far each image's container lands from it (median and
    worst, share within 3%), and that `--bytes` budgets are never exceeded;
-5. a PNG of PSNR over bits per pixel (`--plot`).
+5. a PNG of PSNR over bits per pixel (`--plot`), and the first image decoded at four levels
+   side by side (`--examples`).
 With `--audio DIR` (WAV/FLAC clips, e.g. from `python -m dance.simulate`), an audio checkpoint:
 its range in bytes over the levels and the rate-control figures, per clip (`--block N`: per
 N-sample block of one stream, as the runtime's `encode` node codes them).
@@ -107,6 +108,7 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=2, help="measure every N-th level")
     parser.add_argument("--ratios", type=float, nargs="*", default=[200, 400, 800, 1600])
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--examples", type=Path, help="PNG: the first image at four levels")
     parser.add_argument("--audio", type=Path, help="audio clips: rate control of an audio codec")
     parser.add_argument("--block", type=int, default=0, help="audio: code N-sample blocks")
     args = parser.parse_args()
@@ -142,7 +144,35 @@ def main() -> int:
     if args.plot:
         plot(args.plot, vr.name, curve, fixed)
         print(f"wrote {args.plot}")
+    if args.examples:
+        side_by_side(args.examples, vr, images[0])
+        print(f"wrote {args.examples}")
     return 0
+
+
+def side_by_side(path: Path, codec, image: np.ndarray) -> None:
+    """The original and its decodes at four levels, a 512² centre crop each, labelled."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    levels = np.linspace(0, codec.levels - 1, 4).round().astype(int)
+    h, w = image.shape[:2]
+    top, left = max(0, h // 2 - 256), max(0, w // 2 - 256)
+    crop = (slice(top, top + 512), slice(left, left + 512))
+    fig, axes = plt.subplots(1, 5, figsize=(15, 3.4))
+    axes[0].imshow(image[crop])
+    axes[0].set_title("original")
+    for ax, level in zip(axes[1:], levels):
+        stream = codec.compress(image, target=Target(level=int(level)))
+        decoded = codec.decompress(stream)
+        ax.imshow(decoded[crop])
+        ax.set_title(f"level {level}: {raw_bytes(image) / len(stream):.0f}:1, "
+                     f"{psnr(image, decoded):.1f} dB", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
 
 
 def plot(path: Path, name: str, curve, fixed) -> None:
