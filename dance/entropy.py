@@ -149,14 +149,6 @@ class TableCoder:
         out[order] = values + self._offsets[rows.reshape(-1)[order]]
         return out.reshape(rows.shape)
 
-    def bits(self, symbols: np.ndarray, rows: np.ndarray) -> float:
-        """Ideal code length (bits) of `symbols`, from the tables: ranks levels without coding."""
-        rows = np.asarray(rows).reshape(-1)
-        values = np.clip(np.asarray(symbols).reshape(-1).astype(np.int64) - self._offsets[rows],
-                         0, self._max_values[rows])
-        freq = self._cdf[rows, values + 1].astype(np.int64) - self._cdf[rows, values]
-        return float(np.sum(PRECISION - np.log2(np.maximum(freq, 1))))
-
 
 class VariableRateBottleneck(EntropyBottleneck):
     """CompressAI's factorized `EntropyBottleneck` (same parameters and state names) with a
