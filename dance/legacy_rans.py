@@ -65,11 +65,9 @@ def decode_with_indexes(payload: bytes, indexes: list[int], cdfs: list[list[int]
         if value == max_value:
             nibble = get_bits(BYPASS_BITS)
             count = nibble
-            while nibble == MAX_BYPASS:
+            while nibble == MAX_BYPASS and count <= MAX_BYPASS_NIBBLES:
                 nibble = get_bits(BYPASS_BITS)
                 count += nibble
-                if count > MAX_BYPASS_NIBBLES:
-                    raise RansPayloadError("rANS payload holds an impossible escaped value")
             if count > MAX_BYPASS_NIBBLES:
                 raise RansPayloadError("rANS payload holds an impossible escaped value")
             raw = 0
