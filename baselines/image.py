@@ -1,6 +1,6 @@
-"""Conventional image codecs to compare DANCE with: resolution reduction + JPEG or WebP.
+"""Conventional image codecs to compare DANCE with: resolution reduction + JPEG, WebP or AVIF.
 
-RR+JPEG / RR+WebP downscale the frame (Lanczos), encode the small frame, and the decoder
+RR+JPEG / RR+WebP / RR+AVIF downscale the frame (Lanczos), encode the small frame, and the decoder
 upsamples it back to the original size (bicubic). To hit a byte budget, the scales of SCALES are
 tried from coarse to fine, each with a bisection for the highest quality that fits; among those
 fits the one with the best PSNR on the full frame wins. The search stops at the first scale whose
@@ -8,13 +8,25 @@ lowest quality overshoots (finer scales only get bigger), or after PATIENCE scal
 score below the best. The DANCE paper's RR+JPEG (Table 2) is
 the same with one fixed 8× reduction: `ImageBaseline("rr_jpeg", ratio=..., scale=8)`.
 
-Encoders: libjpeg-turbo and libwebp through Pillow. Not PyAV: its JPEG encoder is ffmpeg's mjpeg,
-whose coarsest quantiser still spends 3.4× the bytes of libjpeg at quality 1 on an Aria frame, so
-it cannot reach the ratios this comparison is about; WebP is libwebp either way.
+Encoders: libjpeg-turbo, libwebp and libavif (libaom encoder, dav1d decoder) through Pillow; AVIF
+needs Pillow >= 11.3 built with libavif (`PIL.features.check("avif")`), else BaselineError. Not
+PyAV: its JPEG encoder is ffmpeg's mjpeg, whose coarsest quantiser still spends 3.4× the bytes of
+libjpeg at quality 1 on an Aria frame, so it cannot reach the ratios this comparison is about;
+WebP is libwebp either way.
+
+AVIF runs at libaom speed AVIF_SPEED = 8 on one thread. Measured on frame 0 of the sample Aria
+recording (1408², one budget search each at 200, 800 and 3200:1, CPU seconds on one core of a
+shared machine): speed 6 takes 12.5 / 8.9 / 3.1 s, speed 7 8.2 / 4.5 / 1.3 s, speed 8
+3.8 / 2.8 / 1.2 s, speed 9 1.7 / 1.3 / 0.6 s. Speed 8 gives up 0.3-0.45 dB PSNR to speed 6
+(40.94 vs 41.25, 39.20 vs 39.43, 35.76 vs 36.21 dB) at a third of the time; speed 9 loses another
+0.4-0.9 dB at 800 and 3200:1. One thread (Pillow's default is one per core) because libaom's
+output depends on the thread count (one 176² encode: 1008 bytes on one thread, 1005 on two), so
+containers would change with the machine's cores; and a search makes 50-80 encodes, most of them
+of small frames, where threads help little.
 
 Container, all integers little-endian (13 bytes of header, counted in every budget and ratio):
-    "DIB" | version u8 (1) | format u8 (1 JPEG, 2 WebP) | original height u16 | width u16
-    | CRC-32 u32 of the payload | payload: one JPEG or WebP file of the reduced frame
+    "DIB" | version u8 (1) | format u8 (1 JPEG, 2 WebP, 3 AVIF) | original height u16 | width u16
+    | CRC-32 u32 of the payload | payload: one JPEG, WebP or AVIF file of the reduced frame
 The reduction is not stored: it is the original size over the size inside the payload.
 """
 from __future__ import annotations
@@ -32,9 +44,12 @@ from evaluation.image_quality import psnr
 MAGIC = b"DIB"
 VERSION = 1
 HEADER = struct.Struct("<3sBBHHI")
-FORMATS = ("jpeg", "webp")  # format byte = index + 1
-QUALITY_RANGE = {"jpeg": (1, 100), "webp": (0, 100)}
-METHODS = ("rr_jpeg", "rr_webp", "jpeg", "webp")
+FORMATS = ("jpeg", "webp", "avif")  # format byte = index + 1
+QUALITY_RANGE = {"jpeg": (1, 100), "webp": (0, 100), "avif": (0, 100)}
+METHODS = ("rr_jpeg", "rr_webp", "rr_avif", "jpeg", "webp", "avif")
+# libaom speed (0 slowest .. 10) and threads for AVIF; see the module docstring for the choice.
+AVIF_SPEED = 8
+AVIF_THREADS = 1
 # Downscale factors tried by a budget search; 1/32 of a 1408² frame is 44² pixels.
 SCALES = (1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32)
 # The search ends after this many scales in a row score below the best: PSNR rises, then falls,
@@ -76,13 +91,31 @@ def reduce(image: np.ndarray, scale: float) -> Image.Image:
     return picture.resize(size, Image.Resampling.LANCZOS)
 
 
+def check_format(fmt: str) -> None:
+    """Refuse a format this Pillow cannot write (AVIF needs Pillow >= 11.3 built with libavif)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"image format must be one of {list(FORMATS)}, got {fmt!r}")
+    if fmt == "avif" and not _avif_available():
+        import PIL
+        raise BaselineError(f"AVIF is not available: Pillow {PIL.__version__} was built without "
+                            "libavif (PIL.features.check('avif') is False); install Pillow >= "
+                            "11.3 wheels, which include it")
+
+
+def _avif_available() -> bool:
+    from PIL import features
+    return bool(features.check("avif"))
+
+
 def pack(picture: Image.Image, fmt: str, quality: int, original_hw: tuple[int, int]) -> bytes:
     """One container: `picture` encoded as `fmt` at `quality`, for a frame of `original_hw`."""
     buf = io.BytesIO()
     if fmt == "jpeg":
         picture.save(buf, "JPEG", quality=quality, optimize=True)
-    else:
+    elif fmt == "webp":
         picture.save(buf, "WEBP", quality=quality, method=6)
+    else:
+        picture.save(buf, "AVIF", quality=quality, speed=AVIF_SPEED, max_threads=AVIF_THREADS)
     payload = buf.getvalue()
     header = HEADER.pack(MAGIC, VERSION, FORMATS.index(fmt) + 1, *original_hw, zlib.crc32(payload))
     return header + payload
@@ -91,6 +124,7 @@ def pack(picture: Image.Image, fmt: str, quality: int, original_hw: tuple[int, i
 def encode(image: np.ndarray, fmt: str, quality: int, scale: float = 1) -> Encoding:
     """`image` reduced by `scale` and encoded at one quality."""
     check_frame(image)
+    check_format(fmt)
     data = pack(reduce(image, scale), fmt, quality, image.shape[:2])
     return Encoding(data, fmt, scale, quality)
 
@@ -98,6 +132,7 @@ def encode(image: np.ndarray, fmt: str, quality: int, scale: float = 1) -> Encod
 def fit_budget(image: np.ndarray, fmt: str, budget: int, scales=SCALES) -> Encoding:
     """The best-PSNR encoding of `image` within `budget` bytes (container included)."""
     check_frame(image)
+    check_format(fmt)
     top_quality = QUALITY_RANGE[fmt][1]
     best: Encoding | None = None
     misses = 0  # scored scales in a row no better than the best
@@ -188,6 +223,8 @@ def read_header(data: bytes) -> tuple[str, int, int, bytes]:
 def decode(data: bytes) -> np.ndarray:
     """The H×W×3 uint8 frame of a container, upsampled back to its original size."""
     fmt, height, width, payload = read_header(data)
+    if fmt == "avif" and not _avif_available():
+        check_format(fmt)
     try:
         with Image.open(io.BytesIO(payload), formats=[fmt.upper()]) as picture:
             if picture.width > width or picture.height > height:
@@ -205,8 +242,10 @@ class ImageBaseline:
     """One method with one target, used like a DANCE codec: `compress(frame) -> bytes`,
     `decompress(bytes) -> frame`.
 
-    rr_jpeg / rr_webp: a `budget_bytes` or a `ratio`, searched over scales (or one fixed `scale`).
-    jpeg / webp: full resolution, at a `quality` or at the best quality within a budget/ratio.
+    rr_jpeg / rr_webp / rr_avif: a `budget_bytes` or a `ratio`, searched over scales (or one fixed
+    `scale`).
+    jpeg / webp / avif: full resolution, at a `quality` or at the best quality within a budget or
+    ratio.
     """
 
     kind = "image"
@@ -222,10 +261,12 @@ class ImageBaseline:
             wanted = "budget_bytes or ratio" if reduced else "quality, budget_bytes or ratio"
             raise ValueError(f"{method} needs exactly one of {wanted}")
         if scale is not None and (not reduced or scale < 1):
-            raise ValueError("scale (a reduction factor >= 1) applies to rr_jpeg / rr_webp only")
+            raise ValueError("scale (a reduction factor >= 1) applies to rr_jpeg / rr_webp / "
+                             "rr_avif only")
         self.method, self.fmt = method, method.removeprefix("rr_")
         self.quality, self.budget_bytes, self.ratio = quality, budget_bytes, ratio
         self.scales = (scale,) if scale is not None else SCALES if reduced else (1,)
+        check_format(self.fmt)
         lo, hi = QUALITY_RANGE[self.fmt]
         if quality is not None and not lo <= quality <= hi:
             raise ValueError(f"{self.fmt} quality must be {lo}..{hi}, got {quality}")

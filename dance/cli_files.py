@@ -383,14 +383,15 @@ def _decode(item: Item, data: bytes, args: argparse.Namespace, codecs: dict):
 def _decoder(item: Item, container, args: argparse.Namespace, codecs: dict):
     """The codec for `container`, loaded once per name; CliError naming the checkpoint
     needed when it is not this one."""
-    from .codec import load_codec
+    from .codec import load_codec, load_codec_for
     from .zoo import CheckpointError
 
     needed = f"{container.codec_name}@{container.codec_hash.hex()}"
-    key = args.codec or container.codec_name
+    key = args.codec or needed
     if key not in codecs:
         try:
-            codecs[key] = load_codec(key, device=args.device)
+            codecs[key] = (load_codec(key, device=args.device) if args.codec else
+                           load_codec_for(container.codec_name, container.codec_hash, args.device))
         except CheckpointError:
             if args.codec:
                 raise
@@ -398,7 +399,7 @@ def _decoder(item: Item, container, args: argparse.Namespace, codecs: dict):
                            "here: pass that checkpoint with -c FILE") from None
     codec = codecs[key]
     if (codec.name, codec.hash_bytes) != (container.codec_name, container.codec_hash):
-        have = f"-c {args.codec}" if args.codec else f"the installed '{key}'"
+        have = f"-c {args.codec}" if args.codec else f"the installed '{container.codec_name}'"
         raise CliError(f"{item.label} needs checkpoint {needed}, but {have} is {codec.id}: "
                        "pass that checkpoint with -c FILE")
     return codec

@@ -255,3 +255,19 @@ def load_codec(name_or_path: str | os.PathLike, device: str = "cpu",
     and `engine` choose how the encoder network runs (`PRECISIONS`, `ENGINES`)."""
     ckpt = zoo.load_checkpoint(zoo.resolve_checkpoint(name_or_path))
     return Codec.from_checkpoint(ckpt, device, precision, engine)
+
+
+def load_codec_for(name: str, hash_prefix: bytes, device: str = "cpu") -> Codec:
+    """The installed codec that wrote a container of codec `name`@`hash_prefix`: the zoo codec of
+    that name when its hash matches, else an installed checkpoint with that name and hash (an
+    earlier default); CheckpointError when neither is here."""
+    try:
+        codec = load_codec(name, device=device)
+    except zoo.CheckpointError:
+        codec = None
+    if codec is not None and codec.hash_bytes == hash_prefix:
+        return codec
+    path = zoo.find_checkpoint(name, hash_prefix)
+    if path is None:
+        raise zoo.CheckpointError(f"no installed checkpoint is {name}@{hash_prefix.hex()}")
+    return load_codec(path, device=device)

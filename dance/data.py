@@ -389,7 +389,8 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
     Keys: ``sources`` (files/folders, split by recording), ``extra_train`` (always training),
     ``val_sources`` (explicit validation; disables the automatic split), ``val_fraction``,
     ``crop`` (pixels or samples; ``val_crop`` for validation), ``segment_seconds`` and ``short`` (audio), ``simulated``
-    (audio: {count, seconds, seed, val_count}).
+    (audio: {count, seconds, seed, val_count}), ``aria_like`` (images: training photos become
+    Aria-like crops, `dance.augment`; VRS frames are used as they are).
     """
     crop = int(data["crop"]) if data.get("crop") else None
     val_crop = int(data["val_crop"]) if data.get("val_crop") else crop
@@ -397,6 +398,9 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
     val_fraction = float(data.get("val_fraction", 0.1))
     segment_frames = int(round(float(data.get("segment_seconds", 6.0)) * AUDIO_RATE))
     short = data.get("short", "pad")
+    aria_like = data.get("aria_like")
+    if aria_like is not None and (modality != "image" or not isinstance(aria_like, dict) or not crop):
+        raise DataError("data.aria_like: a mapping of augmentation settings, for images with a data.crop")
     notes: list[str] = []
     if modality == "image":
         suffixes = IMAGE_SUFFIXES | {VRS_SUFFIX}
@@ -422,7 +426,9 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
         if modality == "image":
             if vrs:
                 parts.append(VrsFrames(vrs, crop, train, transform, frames=pick))
-            if other:
+            if other and train and aria_like is not None:
+                parts.append(_aria_like(other, crop, aria_like, transform))
+            elif other:
                 parts.append(ImageFiles(other, crop, train, transform))
         else:
             if vrs:
@@ -468,6 +474,18 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
     if not train_parts:
         raise DataError("data: no training items (check data.sources / data.extra_train / data.simulated)")
     return Splits(ConcatDataset(train_parts), ConcatDataset(val_parts) if val_parts else None, notes)
+
+
+def _aria_like(files: list[Path], crop: int, settings: dict, transform: Transform | None) -> Dataset:
+    from tqdm import tqdm
+
+    from .augment import AriaLikePhotos, AugmentError
+
+    photos = [read_image(f) for f in tqdm(files, desc="decoding photos", unit="photo", leave=False)]
+    try:
+        return AriaLikePhotos(photos, crop, settings, transform)
+    except AugmentError as e:
+        raise DataError(str(e)) from None
 
 
 class _CroppedClips(_Cropping):

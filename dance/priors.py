@@ -77,7 +77,8 @@ class FactorizedPrior(_Levels, VariableRateBottleneck):
         self.coder = None
 
     def forward(self, y: torch.Tensor, level: float | None = None, training: bool | None = None):
-        return VariableRateBottleneck.forward(self, y, self.step(level), training)
+        with torch.autocast(y.device.type, enabled=False):  # likelihoods in float32 under AMP
+            return VariableRateBottleneck.forward(self, y.float(), self.step(level), training)
 
     def update(self, force: bool = True) -> bool:
         tables = CdfTables.stack([self.tables_at(float(s)) for s in self.steps])
@@ -151,7 +152,8 @@ class GaussianPrior(_Levels, GaussianConditional):
     def forward(self, y: torch.Tensor, scales: torch.Tensor, level: float | None = None,
                 training: bool | None = None):
         training = self.training if training is None else training
-        return gaussian_likelihood(self, y, scales, self.step(level), training)
+        with torch.autocast(y.device.type, enabled=False):  # likelihoods in float32 under AMP
+            return gaussian_likelihood(self, y.float(), scales.float(), self.step(level), training)
 
     def update(self, force: bool = True) -> bool:
         self.scale_table = self._prepare_scale_table(self.initial_scales)

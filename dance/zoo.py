@@ -108,6 +108,26 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> Cod
     return model.to(device).eval()
 
 
+def find_checkpoint(name: str, hash_prefix: bytes) -> Path | None:
+    """The installed checkpoint (dance/checkpoints/*.pt) whose config name and hash begin as a
+    container's, or None: how files written with an earlier default (aria-image-v1.pt still
+    names itself aria-image) keep decoding after the default is retrained."""
+    for path in sorted(CHECKPOINT_DIR.glob("*.pt")):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - an unreadable file is not the one we look for
+            continue
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+            continue
+        try:
+            digest = bytes.fromhex(str(ckpt.get("hash", "")))
+        except ValueError:
+            continue
+        if ckpt["config"].get("name") == name and digest[:len(hash_prefix)] == hash_prefix:
+            return path
+    return None
+
+
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     """Path of a checkpoint given as a file or as a zoo name."""
     path = Path(name_or_path)

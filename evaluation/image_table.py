@@ -55,7 +55,19 @@ def register(kinds: argparse._SubParsersAction) -> None:
                    help="PNG of one frame through each method (default: %(default)s)")
     p.add_argument("--figure-frame", type=int, default=0, metavar="I",
                    help="which frame the figure shows (default: the first)")
-    p.set_defaults(func=run)
+    p.add_argument("--curve", metavar="R1,R2,...", help="RD-curve mode (evaluation/"
+                   "image_curve.py): each variable-rate --codec at these compression ratios "
+                   "(up to 16, each > 1), RR+JPEG/WebP/AVIF at its bytes, BD-rates; not with "
+                   "--ratio/--bytes/--level/--clip; no --figure; --plot default here: "
+                   "runs/eval_image_curve.png")
+
+    def dispatch(args: argparse.Namespace) -> int:
+        if args.curve is None:
+            return run(args)
+        from .image_curve import run as run_curve
+        return run_curve(args)
+
+    p.set_defaults(func=dispatch)
 
 
 @dataclass

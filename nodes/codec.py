@@ -116,24 +116,29 @@ class Decode(Node):
     device = Param(str, "cpu", "torch device for the decoder (cpu, cuda, cuda:N)")
 
     def setup(self) -> None:
-        from dance.codec import load_codec
-        self._load = load_codec
-        self._codecs: dict[str, object] = {}
-        if self.checkpoint:
-            codec = load_codec(self.checkpoint, device=self.device)
-            self._codecs[codec.name] = codec
+        from dance.codec import load_codec, load_codec_for
+        self._load = load_codec_for
+        self._codecs: dict[tuple[str, bytes], object] = {}   # (name, hash) -> codec or None
+        self._fixed = load_codec(self.checkpoint, device=self.device) if self.checkpoint else None
 
     def on_encoded(self, packet: Packet) -> None:
         from dance.bitstream import BitstreamError, unpack
+        from dance.zoo import CheckpointError
         try:
             container = unpack(packet.payload)
-            codec = self._codecs.get(container.codec_name)
+            key = (container.codec_name, container.codec_hash)
+            if self._fixed is None and key not in self._codecs:
+                try:
+                    self._codecs[key] = self._load(*key, device=self.device)
+                except CheckpointError:
+                    self._codecs[key] = None  # not installed: looked up once, then rejected
+            codec = self._fixed or self._codecs[key]  # decode() rejects another codec's stream
             if codec is None:
-                codec = self._codecs[container.codec_name] = self._load(container.codec_name,
-                                                                         device=self.device)
+                raise BitstreamError(f"no installed checkpoint is {container.codec_name}@"
+                                     f"{container.codec_hash.hex()}")
             array, _ = codec.decode(packet.payload,
                                     companded=packet.meta.get("domain") == MU_LAW)
-        except BitstreamError:  # damaged or crafted: counted, the stream goes on
+        except BitstreamError:  # damaged, crafted or unknown: counted, the stream goes on
             self.counters["rejected"] = self.counters.get("rejected", 0) + 1
             return
         meta = {k: v for k, v in packet.meta.items() if k not in CODEC_META}

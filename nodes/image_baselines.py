@@ -1,4 +1,4 @@
-"""`image_baseline_encode` / `image_baseline_decode`: RR+JPEG, RR+WebP, JPEG and WebP as codec nodes.
+"""`image_baseline_encode` / `image_baseline_decode`: RR+JPEG/WebP/AVIF and JPEG/WebP/AVIF as codec nodes.
 
 Same ports and packet meta as `encode` / `decode` (nodes/codec.py), so a graph switches between
 the learned codec and a baseline by changing the encoder's line. The decoder also decodes DANCE
@@ -6,6 +6,7 @@ image containers, so the server side stays as it is whichever codec the device r
 """
 from __future__ import annotations
 
+from baselines.image import METHODS
 from pipeline.node import Input, Node, Output, Param
 from pipeline.packet import Packet
 
@@ -13,17 +14,18 @@ from .codec import CODEC_META, Decode
 
 
 class ImageBaselineEncode(Node):
-    """Compress frames with resolution reduction + JPEG/WebP (budget or ratio met by searching
-    scale and quality, never exceeded) or plain JPEG/WebP at a quality."""
+    """Compress frames with resolution reduction + JPEG/WebP/AVIF (budget or ratio met by
+    searching scale and quality, never exceeded) or plain JPEG/WebP/AVIF at a quality."""
 
     image = Input("image", "H×W×3 uint8 frames")
     encoded = Output("encoded", "one baseline container per frame (baselines/image.py)")
-    method = Param(str, doc="rr_jpeg, rr_webp: reduced resolution to meet budget_bytes or "
-                   "ratio; jpeg, webp: full resolution", choices=("rr_jpeg", "rr_webp", "jpeg",
-                                                                  "webp"))
+    method = Param(str, doc="rr_jpeg, rr_webp, rr_avif: reduced resolution to meet "
+                   "budget_bytes or ratio; jpeg, webp, avif: full resolution",
+                   choices=METHODS)
     budget_bytes = Param(int, None, "bytes per frame, container included", min=1)
     ratio = Param(float, None, "compression ratio per frame: raw H·W·3 bytes / bytes", min=1.0)
-    quality = Param(int, None, "jpeg / webp only: fixed quality (JPEG 1-100, WebP 0-100)")
+    quality = Param(int, None, "jpeg / webp / avif only: fixed quality (JPEG 1-100, WebP and "
+                               "AVIF 0-100)")
     scale = Param(float, None, "rr_* only: one fixed reduction factor instead of the search "
                                "(the DANCE paper's RR+JPEG: 8)", min=1.0)
 

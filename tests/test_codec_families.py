@@ -14,7 +14,7 @@ from PIL import Image
 
 from dance import bitstream
 from dance.bitstream import BitstreamError
-from dance.codec import load_codec
+from dance.codec import load_codec, load_codec_for
 from dance.export import export_encoder
 from dance.targets import Target, TargetError
 from nodes.codec import Encode
@@ -147,7 +147,9 @@ def test_decode_node_counts_containers_it_cannot_decode(vr_image):
 
 
 def test_version_1_containers_decode_bit_identically():
-    image = load_codec("aria-image").decompress((V1 / "aria-image.dnc").read_bytes())
+    # written by the first aria-image, now installed as aria-image-v1.pt: found by name and hash
+    v1 = bitstream.unpack((V1 / "aria-image.dnc").read_bytes())
+    image = load_codec_for(v1.codec_name, v1.codec_hash).decompress((V1 / "aria-image.dnc").read_bytes())
     assert np.array_equal(image, np.asarray(Image.open(V1 / "aria-image-decoded.png")))
     audio = load_codec("aria-audio-fast").decompress((V1 / "aria-audio-fast.dnc").read_bytes())
     assert np.array_equal(audio, np.load(V1 / "aria-audio-fast-decoded.npy"))
@@ -198,7 +200,7 @@ def test_crafted_containers_are_one_error_never_a_crash(vr_image):
         _expect_clean_rejection(codec, crafted.pack())
     # version 1 of a real codec, valid CRC, garbage payloads (a 42-byte one crashed the C++
     # rANS decoder before): one error each
-    aria, v1 = load_codec("aria-image"), bitstream.unpack((V1 / "aria-image.dnc").read_bytes())
+    aria, v1 = load_codec("aria-image-v1"), bitstream.unpack((V1 / "aria-image.dnc").read_bytes())
     assert np.array_equal(aria.decompress(_version_1(v1, v1.strings[0])),
                           np.asarray(Image.open(V1 / "aria-image-decoded.png")))
     for payload in (b"", b"\xff" * 8, rng.integers(0, 256, 13, dtype=np.uint8).tobytes(),

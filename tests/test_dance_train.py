@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +74,21 @@ def test_tiny_train_resume_and_checkpoint(tmp_path, aea_vrs):
     assert list((straight / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_ddp_on_two_cpu_processes_with_gloo(tmp_path, aea_vrs):
+    # what a multi-GPU run does (torchrun, one process per rank, DistributedDataParallel), on
+    # the CPU with the gloo backend: each rank trains on its shard and they end in sync
+    out = tmp_path / "ddp"
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "dance.train", "--config", TINY, "--device", "cpu", *_overrides(out, 4)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "2 replicas hold identical weights" in run.stderr
+    summary = torch.load(out / "final.pt", weights_only=True)["extra"]["summary"]
+    assert summary["steps"] == 4
+    assert [int(r["step"]) for r in _log(out) if r["split"] == "train"] == [1, 2, 3, 4]
+
+
 def test_bad_config_and_data_give_one_line_errors(tmp_path):
     unknown = dance("train", "--config", TINY, "--set", "bogus=1")
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].startswith("error: --set bogus")
@@ -115,7 +133,7 @@ def test_relative_linear_distortion_weights_loud_passages_in_the_linear_domain()
 
 def test_overrides_edit_the_resolved_model_and_heuristic_targets(tmp_path):
     config = train.load_config(TINY, ["model.decoder.widths=[8,8,8,8,8]", "lmbda=3"])
-    assert config["model"]["name"] == "aria-image" and config["model"]["decoder"]["widths"] == [8] * 5
+    assert config["model"]["name"] == "aria-image-v1" and config["model"]["decoder"]["widths"] == [8] * 5
     assert config["lmbda"] == 3 and config["out"] == "runs/tiny-image"
     spec = tmp_path / "h.yaml"
     spec.write_text("model: {heuristic: {dims: 1, channels: 7, target_ratio: 601}, kind: audio,\n"

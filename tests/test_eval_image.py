@@ -116,3 +116,152 @@ def test_bad_arguments_are_one_line(tmp_path, tiny, capsys, extra, message):
     assert main(["eval", "image", "--codec", str(tiny), *extra,
                  *map(str, _args(_outputs(tmp_path)))]) == 2
     assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+# -- --curve: RD curves ------------------------------------------------------------------------
+VARIABLE_RATE = {"levels": 8, "step_min": 0.05, "step_max": 2.0}
+CURVE = (160, 200, 260)  # the tiny codec spans ~150-310:1 on 192×256 frames
+
+
+@pytest.fixture(scope="module")
+def vr_tiny(tmp_path_factory):
+    """A tiny random codec with 8 operating points, labelled `vr/tiny`."""
+    folder = tmp_path_factory.mktemp("eval_image_curve") / "vr"
+    folder.mkdir()
+    return tiny_checkpoint(folder / "tiny.pt",
+                           {**TINY_IMAGE, "name": "tiny-image-vr", "rate": VARIABLE_RATE})
+
+
+def test_curve_on_png_frames(tmp_path, vr_tiny):
+    from evaluation.image_curve import CURVE_BASELINES, TOLERANCE
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(sample_image(192, 256, seed=i)).save(folder / f"f{i}.png")
+    report_path, plot = tmp_path / "curve.json", tmp_path / "curve.png"
+    result = dance("eval", "image", "--codec", vr_tiny, "--data", folder,
+                   "--curve", ",".join(map(str, CURVE)), "--report", report_path, "--plot", plot)
+    assert result.returncode == 0, result.stderr
+    assert "RR+AVIF @ vr/tiny" in result.stdout and "BD-rate" in result.stdout
+    with Image.open(plot) as picture:
+        assert picture.format == "PNG" and picture.width > 600
+    report = json.loads(report_path.read_text())
+    assert report["frames"] == 2 and report["curve"] == list(CURVE)
+    names = ["DANCE vr/tiny", *(f"{name} @ vr/tiny" for name, _ in CURVE_BASELINES)]
+    rows = {(m["method"], m["target_ratio"]): m for m in report["methods"]}
+    assert list(rows) == [(name, ratio) for ratio in CURVE for name in names]  # every pair
+    per_frame = {}
+    for record in report["per_frame"]:
+        per_frame.setdefault((record["method"], record["target_ratio"]), []).append(record)
+    for ratio in CURVE:
+        ours = per_frame[("DANCE vr/tiny", ratio)]
+        assert [f["frame"] for f in ours] == ["f0.png", "f1.png"]
+        for frame in ours:
+            error = frame["bytes"] / (frame["raw_bytes"] / ratio) - 1
+            assert frame["target_error"] == pytest.approx(error)
+            assert frame["off_target"] == (abs(error) > TOLERANCE)  # within, or marked
+            assert 0 <= frame["level"] < VARIABLE_RATE["levels"]
+        codec_row = rows[("DANCE vr/tiny", ratio)]
+        assert codec_row["off_target"] == sum(f["off_target"] for f in ours)
+        assert codec_row["frames"] == 2 and codec_row["mean_bytes"] == pytest.approx(
+            np.mean([f["bytes"] for f in ours]))
+        best = [max(f["psnr_db"] for f in (per_frame[(n, ratio)][i] for n in names[1:])
+                    if f["bytes"]) for i in range(2)]
+        assert codec_row["codec_minus_best_baseline_psnr_db"] == pytest.approx(
+            np.mean([f["psnr_db"] - b for f, b in zip(ours, best)]))
+        for name in names[1:]:
+            theirs, row = per_frame[(name, ratio)], rows[(name, ratio)]
+            assert row["frames"] + row["no_fit"] == 2
+            assert row["no_fit"] == sum(f["bytes"] is None for f in theirs)
+            for mine, frame in zip(theirs, ours):
+                assert mine["budget"] == frame["bytes"]
+                assert mine["bytes"] is None or mine["bytes"] <= frame["bytes"]  # never over
+            fitted = [(m, f) for m, f in zip(theirs, ours) if m["bytes"]]
+            if fitted:
+                assert row["codec_minus_this_psnr_db"] == pytest.approx(
+                    np.mean([f["psnr_db"] - m["psnr_db"] for m, f in fitted]))
+                assert 0 < row["ms_ssim"] <= 1 and np.isfinite(row["psnr_db"])
+    assert [(r["codec"], r["baseline"]) for r in report["bd_rate"]] == \
+        [("vr/tiny", name) for name, _ in CURVE_BASELINES]
+    for row in report["bd_rate"]:
+        for key in ("psnr", "ms_ssim_db"):
+            value, missing = row[f"bd_rate_{key}_percent"], row[f"bd_rate_{key}_missing"]
+            assert (value is None) != (missing is None)  # a number, or why there is none
+            assert value is None or np.isfinite(value)
+
+
+def test_bd_rate_table_on_known_curves():
+    from evaluation.image_curve import bd_rate_table
+
+    def row(method, family, ratio, mean_bytes, psnr_db, no_fit=0):
+        ms_ssim_db = psnr_db / 3
+        return {"method": method, "family": family, "codec": "c", "target_ratio": ratio,
+                "frames": 2 - no_fit, "no_fit": no_fit, "mean_bytes": mean_bytes,
+                "psnr_db": psnr_db, "ms_ssim_db": ms_ssim_db}
+
+    summaries = []
+    for ratio, size, quality in ((100, 4000, 36.0), (200, 2000, 33.0), (400, 1000, 30.0)):
+        summaries += [row("DANCE c", "dance", ratio, size / 2, quality),      # half the bytes
+                      row("RR+JPEG @ c", "rr_jpeg", ratio, size, quality),
+                      row("RR+WebP @ c", "rr_webp", ratio, size, quality, no_fit=ratio // 400),
+                      row("RR+AVIF @ c", "rr_avif", ratio, size, quality, no_fit=ratio // 200)]
+    rows = {r["baseline"]: r for r in bd_rate_table(summaries, ["c"])}
+    for name in ("RR+JPEG", "RR+WebP"):
+        assert rows[name]["bd_rate_psnr_percent"] == pytest.approx(-50, abs=0.01)
+        assert rows[name]["bd_rate_ms_ssim_db_percent"] == pytest.approx(-50, abs=0.01)
+    assert rows["RR+WebP"]["points"] == {"codec": 3, "baseline": 2}  # a no-fit point is dropped
+    assert rows["RR+AVIF"]["points"]["baseline"] == 1
+    assert rows["RR+AVIF"]["bd_rate_psnr_percent"] is None     # one point is no curve
+    assert rows["RR+AVIF"]["bd_rate_psnr_missing"] == "fewer than 2 points"
+    assert rows["RR+JPEG"]["bd_rate_psnr_missing"] is None
+    apart = [dict(s, psnr_db=s["psnr_db"] + (20 if s["family"] == "dance" else 0))
+             for s in summaries]                                  # qualities do not overlap
+    jpeg = bd_rate_table(apart, ["c"])[0]
+    assert jpeg["bd_rate_psnr_percent"] is None
+    assert jpeg["bd_rate_psnr_missing"] == "no common quality range"
+
+
+@pytest.mark.parametrize("curve, message", [
+    ("abc", "--curve: 'abc' is not a number"),
+    ("200,,500", "--curve: '' is not a number"),
+    ("", "--curve: give compression ratios separated by commas, e.g. --curve 200,500,1200"),
+    ("1", "--curve: '1' is not a compression ratio above 1"),
+    ("-5,200", "--curve: '-5' is not a compression ratio above 1"),
+    ("200,inf", "--curve: 'inf' is not a compression ratio above 1"),
+    ("nan", "--curve: 'nan' is not a compression ratio above 1"),
+    ("200,500,200", "--curve: ratio 200 is given twice"),
+    (",".join(str(100 + 10 * i) for i in range(17)), "--curve: 17 ratios, at most 16"),
+])
+def test_bad_curve_is_one_line(tmp_path, vr_tiny, capsys, curve, message):
+    Image.fromarray(sample_image(64, 64)).save(tmp_path / "f.png")
+    assert main(["eval", "image", "--codec", str(vr_tiny), "--data", str(tmp_path / "f.png"),
+                 f"--curve={curve}", "--plot", str(tmp_path / "c.png")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert not (tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--ratio", "100"], "--curve cannot be combined with --ratio: the curve sets the targets"),
+    (["--level", "0"], "--curve cannot be combined with --level: the curve sets the targets"),
+    (["--clip", TINY_MODEL], "--curve cannot be combined with --clip: label retention is in "
+                             "the one-target table (drop --curve)"),
+])
+def test_curve_with_a_single_target_option_is_one_line(tmp_path, vr_tiny, capsys, extra,
+                                                       message):
+    Image.fromarray(sample_image(64, 64)).save(tmp_path / "f.png")
+    assert main(["eval", "image", "--codec", str(vr_tiny), "--data", str(tmp_path / "f.png"),
+                 "--curve", "200,400", *extra, "--plot", str(tmp_path / "c.png")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_curve_needs_a_variable_rate_codec(tmp_path, tiny):
+    Image.fromarray(sample_image(64, 64)).save(tmp_path / "f.png")
+    result = dance("eval", "image", "--codec", tiny, "--data", tmp_path / "f.png",
+                   "--curve", "200,400", "--plot", tmp_path / "c.png")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"error: --codec {tiny} (tiny-image@")
+    assert "single operating point" in errors[0] and "variable-rate" in errors[0]
+    assert not (tmp_path / "c.png").exists()

@@ -1,5 +1,5 @@
-"""RR+JPEG / RR+WebP / JPEG / WebP baselines: budgets on real Aria frames, container checks, nodes,
-and a graph that switches between DANCE and a baseline by one line."""
+"""RR+JPEG / RR+WebP / RR+AVIF / JPEG / WebP / AVIF baselines: budgets on real Aria frames,
+container checks, nodes, and a graph that switches between DANCE and a baseline by one line."""
 from __future__ import annotations
 
 import io
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import baselines.image
 from baselines.image import (HEADER, MAGIC, BaselineError, ImageBaseline, budget_for_ratio,
-                             decode, encode, read_header)
+                             decode, encode, fit_budget, read_header)
 from dance import data
 from evaluation.image_quality import ms_ssim, ms_ssim_window, psnr
 from nodes.image_baselines import ImageBaselineDecode, ImageBaselineEncode
@@ -105,6 +106,59 @@ def test_garbage_and_truncated_containers_fail_clearly():
     wrapped = HEADER.pack(MAGIC, 1, 1, 75, 101, zlib.crc32(garbage)) + garbage
     with pytest.raises(BaselineError, match="cannot decode the jpeg payload"):
         decode(wrapped)
+
+
+def test_avif_round_trip_at_a_quality():
+    image = sample_image(120, 160)
+    low, high = (encode(image, "avif", q) for q in (10, 80))
+    assert low.data[4] == 3 and read_header(high.data)[0] == "avif"  # format byte 3
+    assert len(low.data) < len(high.data)
+    for encoding in (low, high):
+        decoded = decode(encoding.data)
+        assert decoded.shape == image.shape and decoded.dtype == np.uint8
+    assert psnr(image, decode(low.data)) < psnr(image, decode(high.data))
+    assert _payload_size(high.data) == (160, 120)
+    avif = ImageBaseline("avif", quality=50)
+    assert avif.id == "avif@q50" and avif.decompress(avif.compress(image)).shape == image.shape
+
+
+def test_avif_budget_is_never_exceeded():
+    image = sample_image(96, 128)
+    for budget in (600, 2500):
+        fit = fit_budget(image, "avif", budget)
+        assert 0.7 * budget <= len(fit.data) <= budget, (budget, len(fit.data))
+        decoded = decode(fit.data)
+        assert decoded.shape == image.shape
+        assert psnr(image, decoded) == pytest.approx(fit.psnr)
+    by_ratio = ImageBaseline("rr_avif", ratio=60)
+    assert by_ratio.id == "rr_avif@60:1"
+    assert len(by_ratio.compress(image)) <= budget_for_ratio(image.shape, 60)
+    with pytest.raises(BaselineError, match=r"no avif encoding fits 100 bytes"):
+        fit_budget(image, "avif", 100)
+
+
+def test_corrupt_avif_containers_fail_clearly():
+    container = encode(sample_image(), "avif", 50).data
+    _, height, width, payload = read_header(container)
+    with pytest.raises(BaselineError, match="truncated or corrupt"):
+        decode(container[:-10])
+    jpeg_payload = read_header(encode(sample_image(), "jpeg", 50).data)[3]
+    for bad in (payload[:-20], payload[:len(payload) // 2], payload[:40], jpeg_payload):
+        wrapped = HEADER.pack(MAGIC, 1, 3, height, width, zlib.crc32(bad)) + bad  # CRC fine
+        with pytest.raises(BaselineError, match="cannot decode the avif payload"):
+            decode(wrapped)
+
+
+def test_avif_missing_from_pillow_is_a_clear_error(monkeypatch):
+    container = encode(sample_image(), "avif", 50).data
+    monkeypatch.setattr(baselines.image, "_avif_available", lambda: False)
+    for attempt in (lambda: ImageBaseline("rr_avif", ratio=100),
+                    lambda: fit_budget(sample_image(), "avif", 2000),
+                    lambda: decode(container)):
+        with pytest.raises(BaselineError, match=r"AVIF is not available: Pillow .* without "
+                                                r"libavif"):
+            attempt()
+    assert decode(encode(sample_image(), "webp", 50).data).shape == sample_image().shape
 
 
 def test_ms_ssim_rule_for_small_frames():

@@ -4,7 +4,10 @@ encoder and decoder (same sizing heuristics) and variable rate by a quantisation
 y = g_a(x); z = h_a(|y|) is coded with a factorized prior (one fixed level); the scales
 h_s(z_hat) select, per element of y, a Gaussian CDF row for round(y / step). Two strings per
 item: y, then z. h_a and h_s work at the latent's resolution (1/stride² of the pixels), so the
-device-side cost is the analysis network's. Config: as "dance", plus hyper {channels}.
+device-side cost is the analysis network's. Config: as "dance", plus hyper {channels, stride (a
+power of two, default 4 as in Ballé: one stride-2 conv per halving), kernel (default 5)}; a
+smaller stride/kernel keeps h_a's parameters within a device budget and lets a 1408-pixel frame
+(2^7·11) tile without padding.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from ..models import CodecModel, entropy_parameter_groups, rate_settings, regist
 from ..priors import FactorizedPrior, GaussianPrior
 from .convnets import analysis, crop, fold_pool, frozen, synthesis
 
-HYPER_STRIDE = 4  # two stride-2 convs in h_a
+DEFAULT_HYPER = {"stride": 4, "kernel": 5}  # Ballé 2018: two 5×5 stride-2 convs in h_a
 
 
 class HyperAnalysis(nn.Module):
@@ -42,17 +45,24 @@ class ScaleHyperprior(CodecModel):
         self.dims, self.in_channels, self.latent_channels = dims, in_channels, latent_channels
         self.pool = self.input_pool = int(encoder.get("pool", 1))
         self.strides = [int(s) for s in encoder["strides"]]
-        n = int((hyper or {}).get("channels", max(16, latent_channels // 2)))
-        self.hyper_channels = n
+        hyper = {**DEFAULT_HYPER, **(hyper or {})}
+        n = int(hyper.get("channels", max(16, latent_channels // 2)))
+        self.hyper_channels, self.hyper_stride = n, int(hyper["stride"])
+        halvings = self.hyper_stride.bit_length() - 1
+        if self.hyper_stride < 2 or 2 ** halvings != self.hyper_stride:
+            raise ValueError(f"hyper.stride must be a power of two >= 2, got {hyper['stride']}")
+        k = int(hyper["kernel"])
         d = dims
         self.g_a = analysis(d, in_channels, latent_channels, self.pool, encoder)
         factors = list(reversed(self.strides)) + ([self.pool] if self.pool > 1 else [])
         self.g_s = synthesis(d, latent_channels, in_channels, factors, decoder)
-        self.h_a = nn.Sequential(conv(d, latent_channels, n, 3), nn.ReLU(inplace=True),
-                                 conv(d, n, n, 5, 2), nn.ReLU(inplace=True), conv(d, n, n, 5, 2))
-        self.h_s = nn.Sequential(upsampler(d, n, n, 2), nn.ReLU(inplace=True),
-                                 upsampler(d, n, n, 2), nn.ReLU(inplace=True),
-                                 conv(d, n, latent_channels, 3), nn.ReLU(inplace=True))
+        h_a: list[nn.Module] = [conv(d, latent_channels, n, 3)]
+        h_s: list[nn.Module] = []
+        for _ in range(halvings):
+            h_a += [nn.ReLU(inplace=True), conv(d, n, n, k, 2)]
+            h_s += [upsampler(d, n, n, 2), nn.ReLU(inplace=True)]
+        self.h_a = nn.Sequential(*h_a)
+        self.h_s = nn.Sequential(*h_s, conv(d, n, latent_channels, 3), nn.ReLU(inplace=True))
         rate = rate_settings({"rate": rate})
         self.levels = rate["levels"]
         self.z_prior = FactorizedPrior(n)
@@ -67,12 +77,12 @@ class ScaleHyperprior(CodecModel):
 
     @property
     def stride(self) -> int:
-        return self.pool * math.prod(self.strides) * HYPER_STRIDE
+        return self.pool * math.prod(self.strides) * self.hyper_stride
 
     def string_shapes(self, size: tuple[int, ...]) -> list[tuple[int, ...]]:
-        latent = [s * HYPER_STRIDE // self.stride for s in size]
+        latent = [s * self.hyper_stride // self.stride for s in size]
         return [(self.latent_channels, *latent),
-                (self.hyper_channels, *[s // HYPER_STRIDE for s in latent])]
+                (self.hyper_channels, *[s // self.hyper_stride for s in latent])]
 
     def forward(self, x: torch.Tensor, level: float | None = None) -> dict:
         y = self.g_a(x)
