@@ -13,7 +13,7 @@ def plot_quality(methods: list[Method], summaries: list[dict], path: Path) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"dance": "C0", "rr_jpeg": "C1", "rr_webp": "C2"}
+    colours = {"dance": "C0", "rr_jpeg": "C1", "rr_webp": "C2", "rr_avif": "C3"}
     codecs = list(dict.fromkeys(m.codec for m in methods))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for axis, key, label in ((axes[0], "psnr_db", "PSNR (dB)"), (axes[1], "ms_ssim", "MS-SSIM")):
@@ -37,9 +37,11 @@ def plot_quality(methods: list[Method], summaries: list[dict], path: Path) -> No
     save_figure(fig, path)
 
 
-def plot_figure(frame_name: str, original, results: list, path: Path) -> None:
-    """Figure 2 of the paper: one frame through RR+JPEG, RR+WebP and the first codec at the same
-    size, whole frames above and a centre crop at full resolution below."""
+def plot_figure(frame_name: str, original, results: list, path: Path,
+                per_codec: int = 1 + len(BASELINES)) -> None:
+    """Figure 2 of the paper: one frame through RR+JPEG, RR+WebP (RR+AVIF) and the first codec at
+    the same size, whole frames above and a centre crop at full resolution below; `per_codec`:
+    the methods of each codec in `results` (the codec's row, then its baselines)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -47,7 +49,7 @@ def plot_figure(frame_name: str, original, results: list, path: Path) -> None:
 
     from evaluation.image_quality import psnr
 
-    first = results[:1 + len(BASELINES)]
+    first = results[:per_codec]
     panels = [("original", original, f"{original.nbytes:,} B raw")]
     for method, result in first[1:] + first[:1]:
         if result is None:

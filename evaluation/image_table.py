@@ -1,15 +1,18 @@
 """`dance eval image`: the DANCE paper's Table 2 on your frames, DANCE codecs against RR+JPEG and
-RR+WebP at the same size.
+RR+WebP (and with --avif RR+AVIF) at the same size.
 
-Frame by frame, each codec's container bytes are the budget RR+JPEG and RR+WebP must meet
-(baselines/image.py: scale and quality searched for the best PSNR, never over budget). Per method:
-encoder parameters and conv MACs per pixel (as `dance inspect`), compression ratio (total raw
-H·W·3 bytes / total container bytes), mean PSNR and MS-SSIM over the full frame, and with --clip
-the label retention of CLIP zero-shot predictions, decoded frame vs original (Wilson 95% interval;
-the paper keeps frames whose original max logit is >= 18: --min-logit 18). Frames a baseline
-cannot fit (budget below its smallest encoding) are left out of that baseline's row and counted.
-Outputs: a table, --report JSON, a PNG of quality vs compression ratio (--plot) and a Figure-2-style
-PNG of one frame through each method (--figure).
+Frame by frame, each codec's container bytes are the budget RR+JPEG and RR+WebP (and RR+AVIF
+with --avif) must meet (baselines/image.py: scale and quality searched for the best PSNR, never
+over budget). Per method: encoder parameters and conv MACs per pixel (as `dance inspect`),
+compression ratio (total raw H·W·3 bytes / total container bytes), mean PSNR and MS-SSIM over the
+full frame, and with --clip the label retention of CLIP zero-shot predictions, decoded frame vs
+original (Wilson 95% interval; the paper keeps frames whose original max logit is >= 18:
+--min-logit 18), or with --classifier that of a pretrained torchvision ImageNet classifier:
+top-1 agreement, original top-1 within the decoded top-5, mean KL(original || decoded) of the
+class distributions (--min-confidence P keeps frames whose original top-1 probability is >= P).
+Frames a baseline cannot fit (budget below its smallest encoding) are left out of that baseline's
+row and counted. Outputs: a table, --report JSON, a PNG of quality vs compression ratio (--plot)
+and a Figure-2-style PNG of one frame through each method (--figure).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from pathlib import Path
 from .report import add_output_arguments, fmt, write_json
 
 BASELINES = (("RR+JPEG", "jpeg"), ("RR+WebP", "webp"))
+AVIF = ("RR+AVIF", "avif")  # with --avif
+TOP_K = 5  # --classifier: agreement of the original top-1 with the decoded top-5
 VRS_SUFFIX = ".vrs"
 
 
@@ -50,6 +55,16 @@ def register(kinds: argparse._SubParsersAction) -> None:
                    "tag in the local cache (default: the first cached tag); 'random' for tests")
     p.add_argument("--min-logit", type=float, metavar="LOGIT", help="count only frames whose "
                    "max CLIP logit on the original is at least this (paper: 18)")
+    p.add_argument("--classifier", metavar="MODEL", help="torchvision ImageNet classifier for "
+                   "label retention with a pretrained model (e.g. mobilenet_v2): top-1 and "
+                   "top-5 agreement, mean KL; not with --clip")
+    p.add_argument("--classifier-weights", metavar="PATH", help="its torchvision weights file "
+                   "(e.g. ../shared/models/mobilenet_v2-b0353104.pth; default: the model's "
+                   "file in torch's hub cache)")
+    p.add_argument("--min-confidence", type=float, metavar="P", help="with --classifier: count "
+                   "only frames whose top-1 probability on the original is at least P (0-1)")
+    p.add_argument("--avif", action="store_true", help="add RR+AVIF rows at each codec's size "
+                   "(Pillow with libavif; slower to search than JPEG and WebP)")
     add_output_arguments(p, "runs/eval_image.png", "PNG of PSNR and MS-SSIM vs compression ratio")
     p.add_argument("--figure", type=Path, default=Path("runs/eval_image_fig2.png"),
                    help="PNG of one frame through each method (default: %(default)s)")
@@ -64,6 +79,13 @@ def register(kinds: argparse._SubParsersAction) -> None:
     def dispatch(args: argparse.Namespace) -> int:
         if args.curve is None:
             return run(args)
+        for option, value in (("--classifier", args.classifier),
+                              ("--classifier-weights", args.classifier_weights),
+                              ("--min-confidence", args.min_confidence)):
+            if value is not None:
+                print(f"error: --curve cannot be combined with {option}: label retention is in "
+                      "the one-target table (drop --curve)", file=sys.stderr)
+                return 2
         from .image_curve import run as run_curve
         return run_curve(args)
 
@@ -74,15 +96,16 @@ def register(kinds: argparse._SubParsersAction) -> None:
 class Method:
     """One row of the table and its per-frame results."""
     name: str
-    family: str  # dance, rr_jpeg, rr_webp
+    family: str  # dance, rr_jpeg, rr_webp, rr_avif
     codec: str
     encoder_params: int | None = None
     encoder_macs_per_pixel: float | None = None
     frames: list[dict] = field(default_factory=list)
     labels: list = field(default_factory=list)  # CLIP label per frame (None: no fit)
+    predictions: list = field(default_factory=list)  # --classifier: Prediction (None: no fit)
     no_fit: int = 0
 
-    def summary(self, retention) -> dict:
+    def summary(self, retention, extra: dict | None = None) -> dict:
         done = [f for f in self.frames if f["bytes"]]
         raw, sent = sum(f["raw_bytes"] for f in done), sum(f["bytes"] for f in done)
         return {
@@ -93,7 +116,7 @@ class Method:
             "compression_ratio": raw / sent if sent else None,
             "psnr_db": _mean(f["psnr_db"] for f in done),
             "ms_ssim": _mean(f["ms_ssim"] for f in done),
-            "label_retention": retention.as_dict() if retention else None}
+            "label_retention": retention.as_dict() if retention else None, **(extra or {})}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    if args.clip_weights and not args.clip:
-        raise EvalError("--clip-weights needs --clip MODEL")
+    check_classifier_arguments(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise EvalError(f"--max-frames {args.max_frames}: need at least 1")
     from dance.targets import Target
@@ -126,39 +148,54 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise EvalError(str(exc)) from None
     started = time.monotonic()
-    classifier = load_clip(args) if args.clip else None  # first: missing weights are likely
+    baselines = BASELINES + ((AVIF,) if args.avif else ())
+    if args.avif:
+        from baselines.image import check_format
+        check_format("avif")  # a Pillow without libavif fails here, not after the first frame
+    # first: missing weights are likely
+    classifier = load_clip(args) if args.clip else \
+        load_image_classifier(args) if args.classifier else None
+    kind = "CLIP" if args.clip else args.classifier
     frames = frame_list(args.data, args.max_frames)
     if not 0 <= args.figure_frame < len(frames):
         raise EvalError(f"--figure-frame {args.figure_frame}: there are {len(frames)} frames")
     codecs = load_codecs(args.codec, args.device)
-    methods = build_methods(codecs)
-    originals: list = []  # CLIP prediction on each original frame
+    methods = build_methods(codecs, baselines)
+    originals: list = []  # classifier prediction on each original frame
     figure = None
     progress = tqdm(frames, unit="frame", desc="dance eval image", file=sys.stderr)
     for index, (frame_name, load) in enumerate(progress):
         original = load()
         results = code_frame(original, codecs, lambda step: progress.set_postfix_str(
-            f"{frame_name}: {step}"), target)
+            f"{frame_name}: {step}"), target, baselines)
         progress.set_postfix_str(f"{frame_name}: quality")
         score_frame(frame_name, original, methods, results, args.device)
         if classifier is not None:
-            progress.set_postfix_str(f"{frame_name}: CLIP")
+            progress.set_postfix_str(f"{frame_name}: {kind}")
             present = [r[1] for r in results if r is not None]
             predictions = iter(classifier.classify([original, *present]))
             originals.append(next(predictions))
             for method, result in zip(methods, results):
-                method.labels.append(None if result is None else next(predictions).label)
+                prediction = None if result is None else next(predictions)
+                method.labels.append(None if prediction is None else prediction.label)
+                method.predictions.append(prediction)
         if index == args.figure_frame:
             figure = (frame_name, original, list(zip(methods, results)))
     progress.close()
 
-    summaries = [m.summary(retention(m, originals, args.min_logit) if classifier else None)
-                 for m in methods]
+    if args.classifier:
+        figures = [classifier_figures(m, originals, args.min_confidence) for m in methods]
+        summaries = [m.summary(top1, {"top5_retention": top5.as_dict(), "mean_kl": kl})
+                     for m, (top1, top5, kl) in zip(methods, figures)]
+    else:
+        summaries = [m.summary(retention(m, originals, args.min_logit) if classifier else None)
+                     for m in methods]
     from evaluation.image_plots import plot_figure, plot_quality
 
-    print_table(summaries, len(frames), classifier is not None)
+    print_table(summaries, len(frames), "clip" if args.clip else
+                "classifier" if args.classifier else None)
     plot_quality(methods, summaries, args.plot)
-    plot_figure(*figure, args.figure)
+    plot_figure(*figure, args.figure, per_codec=1 + len(baselines))
     print(f"plot: {args.plot}\nfigure: {args.figure}")
     if args.report:
         write_report(args, summaries, methods, classifier, time.monotonic() - started,
@@ -167,8 +204,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_methods(codecs: list[tuple[str, object]]) -> list[Method]:
-    """Per codec: its own row, then RR+JPEG and RR+WebP at its size (the order of code_frame)."""
+def build_methods(codecs: list[tuple[str, object]], baselines=BASELINES) -> list[Method]:
+    """Per codec: its own row, then RR+JPEG and RR+WebP (and RR+AVIF) at its size (the order of
+    code_frame)."""
     from dance.analysis import model_report
 
     methods = []
@@ -176,11 +214,11 @@ def build_methods(codecs: list[tuple[str, object]]) -> list[Method]:
         report = model_report(codec.model)
         methods.append(Method(f"DANCE {label}", "dance", label, report["encoder_params"],
                               report["encoder_macs_per_sample"]))
-        methods += [Method(f"{name} @ {label}", f"rr_{fmt}", label, 0) for name, fmt in BASELINES]
+        methods += [Method(f"{name} @ {label}", f"rr_{fmt}", label, 0) for name, fmt in baselines]
     return methods
 
 
-def code_frame(original, codecs, step, target=None) -> list:
+def code_frame(original, codecs, step, target=None, baselines=BASELINES) -> list:
     """Per method: (container, decoded frame, baseline scale/quality) or None (no fit)."""
     from baselines.image import BaselineError, decode, fit_budget
 
@@ -189,7 +227,7 @@ def code_frame(original, codecs, step, target=None) -> list:
         step(label)
         container = codec.compress(original, target=target)
         results.append((container, codec.decompress(container), {}))
-        for name, image_format in BASELINES:
+        for name, image_format in baselines:
             step(f"{name} @ {label}")
             try:
                 fit = fit_budget(original, image_format, len(container))
@@ -226,6 +264,41 @@ def retention(method: Method, originals: list, min_logit: float | None):
     pairs = [(o, label) for o, label in zip(originals, method.labels) if label is not None]
     return label_retention([o.label for o, _ in pairs], [label for _, label in pairs],
                            [o.max_logit for o, _ in pairs], min_logit)
+
+
+def classifier_figures(method: Method, originals: list, min_confidence: float | None) -> tuple:
+    """--classifier: (top-1 agreement, original top-1 within the decoded top-5, mean KL(original
+    || decoded) in nats or None) of one method over the frames it coded and that pass the
+    confidence filter."""
+    from evaluation.retention import confident, kl_divergence, label_retention, top_k_retention
+
+    pairs = [(o, d) for o, d in zip(originals, method.predictions) if d is not None]
+    labels = [o.label for o, _ in pairs]
+    confidences = [o.prob for o, _ in pairs]
+    top1 = label_retention(labels, [d.label for _, d in pairs], confidences, min_confidence)
+    top5 = top_k_retention(labels, [d.top_labels[:TOP_K] for _, d in pairs], confidences,
+                           min_confidence)
+    kls = [kl_divergence(o.log_probs, d.log_probs) for o, d in pairs
+           if confident(o.prob, min_confidence)]
+    return top1, top5, (sum(kls) / len(kls) if kls else None)
+
+
+def check_classifier_arguments(args: argparse.Namespace) -> None:
+    """One classifier per table, and each option with its own classifier."""
+    if args.clip and args.classifier:
+        raise EvalError("--clip and --classifier are mutually exclusive: label retention with "
+                        "one classifier per table")
+    if args.clip_weights and not args.clip:
+        raise EvalError("--clip-weights needs --clip MODEL")
+    if args.min_logit is not None and args.classifier:
+        raise EvalError("--min-logit is CLIP's filter; with --classifier use --min-confidence P")
+    if args.classifier_weights and not args.classifier:
+        raise EvalError("--classifier-weights needs --classifier MODEL")
+    if args.min_confidence is not None:
+        if not args.classifier:
+            raise EvalError("--min-confidence needs --classifier MODEL")
+        if not 0 <= args.min_confidence <= 1:
+            raise EvalError(f"--min-confidence {args.min_confidence}: a probability, 0 to 1")
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -279,15 +352,39 @@ def load_clip(args: argparse.Namespace):
         raise EvalError(f"--clip: {exc}") from None
 
 
+def load_image_classifier(args: argparse.Namespace):
+    from perception.classifier import ClassifierWeightsError, load_image_classifier as load
+
+    try:
+        return load(args.classifier, args.classifier_weights, device=args.device, top_k=TOP_K)
+    except ClassifierWeightsError as exc:
+        raise EvalError(f"--classifier-weights: {exc}") from None
+    except ValueError as exc:
+        raise EvalError(f"--classifier: {exc}") from None
+
+
 # -- outputs -----------------------------------------------------------------------------------
-def print_table(summaries: list[dict], frames: int, with_clip: bool) -> None:
+def _retention_cell(retention: dict | None) -> str:
+    return ("—" if not retention or retention["rate"] is None else
+            f"{retention['rate']:.1%} [{retention['ci_low']:.0%}, {retention['ci_high']:.0%}] "
+            f"of {retention['total']}")
+
+
+def print_table(summaries: list[dict], frames: int, with_clip) -> None:
+    """`with_clip`: "clip" (or True) adds the CLIP retention column, "classifier" the top-1,
+    top-5 and KL columns of --classifier, None (or False) neither."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"dance eval image: {frames} frames",
                   caption="ratio: raw H·W·3 bytes / bytes; PSNR, MS-SSIM: means over frames")
+    with_classifier = with_clip == "classifier"
+    with_clip = bool(with_clip) and not with_classifier
     for column in ("method", "encoder params", "MACs/px", "ratio", "PSNR dB", "MS-SSIM",
-                   "label retention [95% CI]" if with_clip else None, "frames"):
+                   "label retention [95% CI]" if with_clip else None,
+                   "top-1 agreement [95% CI]" if with_classifier else None,
+                   f"in top-{TOP_K}" if with_classifier else None,
+                   "KL nats" if with_classifier else None, "frames"):
         if column:
             table.add_column(column, justify="left" if column == "method" else "right")
     for s in summaries:
@@ -297,10 +394,12 @@ def print_table(summaries: list[dict], frames: int, with_clip: bool) -> None:
             "—" if s["encoder_macs_per_pixel"] is None else f"{s['encoder_macs_per_pixel']:,.2f}",
             fmt(s["compression_ratio"], "{:.0f}:1"), fmt(s["psnr_db"], "{:.2f}"),
             fmt(s["ms_ssim"], "{:.4f}")]
-        if with_clip:
-            cells.append("—" if not retention or retention["rate"] is None else
-                         f"{retention['rate']:.1%} [{retention['ci_low']:.0%}, "
-                         f"{retention['ci_high']:.0%}] of {retention['total']}")
+        if with_clip or with_classifier:
+            cells.append(_retention_cell(retention))
+        if with_classifier:
+            top5 = s.get("top5_retention")
+            cells += ["—" if not top5 or top5["rate"] is None else f"{top5['rate']:.1%}",
+                      fmt(s.get("mean_kl"), "{:.3f}")]
         cells.append(f"{s['frames']}" + (f" ({s['no_fit']} no fit)" if s["no_fit"] else ""))
         table.add_row(*cells, style="bold" if s["family"] == "dance" else None)
     Console(width=max(120, Console().width)).print(table)
@@ -311,7 +410,12 @@ def write_report(args: argparse.Namespace, summaries: list[dict], methods: list[
     report = {
         "command": "dance eval image",
         "codecs": args.codec, "data": args.data, "frames": frames, "device": args.device,
-        "clip": classifier.description if classifier else None, "min_logit": args.min_logit,
+        "clip": classifier.description if classifier and args.clip else None,
+        "min_logit": args.min_logit,
+        "classifier": classifier.description if classifier and args.classifier else None,
+        "classifier_weights": getattr(classifier, "weights_path", None) if args.classifier
+        else None,
+        "min_confidence": args.min_confidence, "avif": args.avif,
         "seconds": round(seconds, 1),
         "methods": summaries,
         "per_frame": {m.name: m.frames for m in methods},

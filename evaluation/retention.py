@@ -65,3 +65,28 @@ def label_retention(original_labels: Sequence, decoded_labels: Sequence,
     kept = [(a, b) for a, b, logit in zip(original_labels, decoded_labels, logits)
             if confident(logit, min_logit)]
     return Retention.from_counts(sum(a == b for a, b in kept), len(kept))
+
+
+def top_k_retention(original_labels: Sequence, decoded_top_labels: Sequence[Sequence],
+                    original_confidences: Sequence[float] | None = None,
+                    min_confidence: float | None = None) -> Retention:
+    """Fraction of frames whose original-frame label is among the decoded frame's top labels
+    (top-5 agreement with five labels per frame); the filter works as in `label_retention`."""
+    if len(original_labels) != len(decoded_top_labels):
+        raise ValueError(f"{len(original_labels)} original labels but {len(decoded_top_labels)} "
+                         "decoded top-label lists: predictions must be paired frame by frame")
+    found = [label if label in tops else None
+             for label, tops in zip(original_labels, decoded_top_labels)]
+    return label_retention(original_labels, found, original_confidences, min_confidence)
+
+
+def kl_divergence(original_log_probs, decoded_log_probs) -> float:
+    """KL(original || decoded) in nats of two class distributions given as log-probabilities
+    (log-softmax outputs: no zero probabilities to guard against)."""
+    import numpy as np
+
+    log_p = np.asarray(original_log_probs, dtype=np.float64)
+    log_q = np.asarray(decoded_log_probs, dtype=np.float64)
+    if log_p.shape != log_q.shape:
+        raise ValueError(f"distributions of {log_p.shape} and {log_q.shape} classes")
+    return max(0.0, float(np.sum(np.exp(log_p) * (log_p - log_q))))

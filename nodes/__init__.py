@@ -16,6 +16,7 @@ BUILTIN = {
     "encode": "nodes.codec:Encode",
     "decode": "nodes.codec:Decode",
     "clip_zero_shot": "nodes.clip:ClipZeroShot",
+    "classify": "nodes.classify:Classify",
     "label_retention": "nodes.retention:LabelRetention",
     "notch": "nodes.audio_dsp:Notch",
     "compand": "nodes.audio_dsp:Compand",

@@ -1,1 +1,2 @@
-"""Cloud-side perception models (CLIP zero-shot classification) used by nodes and `dance eval`."""
+"""Cloud-side perception models used by nodes and `dance eval`: CLIP zero-shot classification
+(perception/clip.py) and torchvision ImageNet classifiers (perception/classifier.py)."""

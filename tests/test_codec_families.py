@@ -15,6 +15,7 @@ from PIL import Image
 from dance import bitstream
 from dance.bitstream import BitstreamError
 from dance.codec import load_codec, load_codec_for
+from dance.models import build_model
 from dance.export import export_encoder
 from dance.targets import Target, TargetError
 from nodes.codec import Encode
@@ -89,6 +90,21 @@ def test_hyperprior_family_codes_two_strings_at_every_level(tmp_path):
     assert strings[0] == strings[1]
 
 
+def test_hyperprior_stride_and_kernel_are_configurable(tmp_path):
+    # one stride-2 3x3 conv in h_a: half the default stride, fewer device-side parameters
+    default = build_model(TINY_HYPER)
+    small = build_model({**TINY_HYPER, "hyper": {"channels": 8, "stride": 2, "kernel": 3}})
+    assert small.stride * 2 == default.stride
+    assert sum(p.numel() for p in small.h_a.parameters()) < sum(p.numel() for p in default.h_a.parameters())
+    assert small.string_shapes((small.stride * 3, small.stride * 2))[1][1:] == (3, 2)
+    codec = load_codec(tiny_checkpoint(tmp_path / "h2.pt", {**TINY_HYPER, "hyper": {"channels": 8, "stride": 2, "kernel": 3}}))
+    pixels = sample_image(70, 90)
+    assert codec.decompress(codec.compress(pixels)).shape == pixels.shape
+    for stride in (1, 3, 6):
+        with pytest.raises(ValueError, match="hyper.stride"):
+            build_model({**TINY_HYPER, "hyper": {"channels": 8, "stride": stride}})
+
+
 def test_targets_meet_budgets_and_ratios(vr_image):
     codec = load_codec(vr_image)
     pixels = sample_image(200, 260, seed=2)
@@ -144,6 +160,19 @@ def test_decode_node_counts_containers_it_cannot_decode(vr_image):
     for payload in (b"DNC\x02junk", good[:-1], good):
         node.handle("encoded", Packet("rgb", 0, 0, payload, {}))
     assert len(out) == 1 and node.counters["rejected"] == 2
+    # without a checkpoint it finds each stream's codec by name and hash; a codec that is not
+    # installed anywhere is a counted reject too, not a crash
+    c = bitstream.unpack(good)
+    stranger = bitstream.Container(c.kind, c.dtype, "not-installed", c.codec_hash, c.shape,
+                                   c.strings, c.string_shapes, family=c.family, level=c.level)
+    v1 = (V1 / "aria-image.dnc").read_bytes()
+    node = Decode()
+    node.attach(lambda port, packet: out.append(packet), threading.Event())
+    node.setup()
+    for payload in (stranger.pack(), stranger.pack(), v1):
+        node.handle("encoded", Packet("rgb", 0, 0, payload, {}))
+    assert len(out) == 2 and node.counters["rejected"] == 2
+    assert np.array_equal(out[-1].payload, np.asarray(Image.open(V1 / "aria-image-decoded.png")))
 
 
 def test_version_1_containers_decode_bit_identically():

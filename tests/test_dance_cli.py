@@ -333,6 +333,18 @@ def test_decode_names_the_checkpoint_it_needs(vr_ckpt, tmp_path, capsys):
     assert not (tmp_path / "o.png").exists()
 
 
+def test_files_of_an_earlier_default_decode_without_naming_its_checkpoint(tmp_path, capsys):
+    # tests/data/v1/aria-image.dnc names codec aria-image with the first default's hash; the
+    # installed aria-image is a newer one, aria-image-v1.pt holds that one: found by name+hash
+    v1 = ROOT / "tests" / "data" / "v1"
+    container = unpack((v1 / "aria-image.dnc").read_bytes())
+    assert container.codec_name == "aria-image"
+    assert main(["decode", str(v1 / "aria-image.dnc"), "-o", str(tmp_path / "o.png")]) == 0, \
+        capsys.readouterr().err
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")),
+                          np.asarray(Image.open(v1 / "aria-image-decoded.png")))
+
+
 def test_bad_flag_combinations_give_one_error_line(ckpts, vr_ckpt, tmp_path, capsys):
     image_ckpt, audio_ckpt = ckpts
     Image.fromarray(sample_image(32, 32)).save(tmp_path / "a.png")

@@ -146,3 +146,16 @@ def test_command_line_beats_the_configs_model_overrides():
     config = "dance/configs/train/aria-audio.yaml"           # model_overrides: mu 255
     assert train.load_config(config)["model"]["preprocess"]["mu"] == 255.0
     assert train.load_config(config, ["model.preprocess.mu=1000"])["model"]["preprocess"]["mu"] == 1000
+
+
+def test_cpu_autocast_follows_what_the_cpu_has(monkeypatch):
+    cpu = torch.device("cpu")
+    assert train._autocast_setting(False, cpu) == (False, torch.bfloat16)
+    assert train._autocast_setting(True, cpu) == (True, torch.bfloat16)       # forced
+    for speedup, enabled in ((0.01, False), (3.8, True)):                     # emulated / AMX
+        monkeypatch.setattr(train, "cpu_bfloat16_speedup", lambda: speedup)
+        assert train._autocast_setting("auto", cpu) == (enabled, torch.bfloat16)
+    with pytest.raises(train.ConfigError, match="amp"):
+        train._autocast_setting("sometimes", cpu)
+    monkeypatch.undo()
+    assert train.cpu_bfloat16_speedup() > 0                                   # measures
