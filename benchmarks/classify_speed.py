@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -21,21 +20,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.clip_speed import best_of  # noqa: E402
 from perception.classifier import load_image_classifier  # noqa: E402
 from tests.dance_testing import sample_image  # noqa: E402
 
 AEA_VRS = ROOT.parent / "shared" / "data" / "aea" / "recording.vrs"
 WEIGHTS = ROOT.parent / "shared" / "models" / "mobilenet_v2-b0353104.pth"
-
-
-def best_of(rounds: int, work) -> float:
-    """Smallest wall time of `rounds` calls (the minimum is the least noisy on a shared box)."""
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def load_frames(count: int, size: int) -> tuple[list, str]:

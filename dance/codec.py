@@ -36,6 +36,7 @@ ENGINES = ("torch", "onnxruntime")
 # synthesis network on the whole item at once, ~1 GB at this size (a 2,365² RGB image, 40 s of
 # 7-channel 48 kHz audio). Longer audio goes in blocks; a Codec may be given a higher limit.
 MAX_ITEM_ELEMENTS = 1 << 24
+MEAN_BYTES = 2  # per channel, with `mean_correction`
 
 
 def retain_freed_memory() -> bool:
@@ -80,6 +81,8 @@ class Codec:
         self.hash_bytes = bytes.fromhex(checkpoint_hash)[:bitstream.HASH_BYTES]
         self.preprocessor = build_preprocessor(config)
         self.kind = self.preprocessor.kind
+        # images: per-channel means sent beside the latents (MEAN_BYTES each), restored exactly
+        self.mean_correction = bool(config.get("mean_correction", False)) and self.kind == "image"
         # images: a leading AvgPool runs in the preprocessor (integer sums); others: folded
         self.input_pool = model.input_pool if self.kind == "image" else 1
         encoder = model.export_encoder(pooled=self.input_pool > 1)
@@ -146,9 +149,13 @@ class Codec:
                             (outputs if isinstance(outputs, tuple) else (outputs,)))
         containers: dict[int, bytes] = {}
 
+        means = self._channel_means(array) if self.mean_correction else None
+
         def container(level: int) -> bytes:
             if level not in containers:
                 strings, shapes = self.model.code(outputs, level)
+                if means is not None:
+                    strings, shapes = [*strings, means], [*shapes, (array.shape[-1],)]
                 containers[level] = Container(
                     self.kind, array.dtype.name, self.name, self.hash_bytes, tuple(array.shape),
                     tuple(strings), tuple(tuple(s) for s in shapes), int(sample_rate),
@@ -159,6 +166,23 @@ class Codec:
         level = choose_level(target or Target(), self.levels, lambda k: len(container(k)),
                              raw_bytes(array), seconds)
         return container(level)
+
+    @staticmethod
+    def _channel_means(array: np.ndarray) -> bytes:
+        """Per-channel means of an image on [0, 1], as little-endian uint16 (1/65535 steps)."""
+        means = array.reshape(-1, array.shape[-1]).mean(0, dtype=np.float64) / 255.0
+        return np.round(means * 65535).astype("<u2").tobytes()
+
+    def _restore_means(self, x_hat: torch.Tensor, string: bytes) -> torch.Tensor:
+        """Shift each channel of the decoded image to the mean the encoder measured: removes a
+        decoder's colour/brightness bias for MEAN_BYTES bytes per channel."""
+        channels = x_hat.shape[1]
+        if len(string) != MEAN_BYTES * channels:
+            raise BitstreamError(f"the channel-mean string holds {len(string)} bytes, "
+                                 f"expected {MEAN_BYTES * channels}")
+        means = torch.from_numpy(np.frombuffer(string, "<u2").astype(np.float32) / 65535)
+        shift = means.to(x_hat.device) - x_hat.float().mean(tuple(range(2, x_hat.dim()))).reshape(-1)
+        return x_hat + shift.reshape(1, channels, *[1] * (x_hat.dim() - 2)).to(x_hat.dtype)
 
     # -- decoding ----------------------------------------------------------------------------
     def decompress(self, data: bytes) -> np.ndarray:
@@ -173,12 +197,16 @@ class Codec:
             if container.version == 1:
                 x_hat = self.model.decompress_v1(container.strings[0], container.latent_shape)
             else:
-                x_hat = self.model.decompress(list(container.strings),
-                                              list(container.string_shapes), container.level)
+                extra = 1 if self.mean_correction else 0
+                strings = list(container.strings)[:len(container.strings) - extra]
+                shapes = list(container.string_shapes)[:len(strings)]
+                x_hat = self.model.decompress(strings, shapes, container.level)
         except (EntropyCodingError, ValueError) as exc:
             raise BitstreamError(f"cannot decode the stream: {exc}") from None
         spatial = self._spatial(container)
         x_hat = x_hat[(..., *[slice(0, s) for s in spatial])]
+        if self.mean_correction and container.version > 1:
+            x_hat = self._restore_means(x_hat, container.strings[-1])
         post = CompandedInput(self.preprocessor.channels) if companded else self.preprocessor
         return post.inverse(x_hat, container.dtype), container
 
@@ -214,6 +242,8 @@ class Codec:
             raise BitstreamError(f"original shape {container.shape} is over the "
                                  f"{self.max_elements:,} elements this decoder accepts")
         expected = [tuple(s) for s in self.model.string_shapes(padded)]
+        if self.mean_correction:
+            expected.append((channels,))
         if [tuple(s) for s in container.string_shapes] != expected:
             raise BitstreamError(f"string shapes {list(container.string_shapes)} do not match "
                                  f"the original shape {container.shape} (expected {expected})")

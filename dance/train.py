@@ -447,7 +447,9 @@ class Trainer:
         if self.aux_optimizer:
             self.aux_optimizer.load_state_dict(state["aux_optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.step, self.lmbda, self.rate_ema = int(state["step"]), float(state["lmbda"]), state["rate_ema"]
+        self.step, self.rate_ema = int(state["step"]), state["rate_ema"]
+        if self.levels == 1:  # a variable-rate run takes its lmbda range from the config
+            self.lmbda = float(state["lmbda"])
         _set_rng_state(state["rng"])
 
     # -- one step ----------------------------------------------------------------------------

@@ -105,6 +105,32 @@ def test_hyperprior_stride_and_kernel_are_configurable(tmp_path):
             build_model({**TINY_HYPER, "hyper": {"channels": 8, "stride": stride}})
 
 
+def test_mean_correction_restores_each_channel_mean_for_six_bytes(tmp_path):
+    config = {**TINY_HYPER, "name": "tiny-mean"}
+    plain = load_codec(tiny_checkpoint(tmp_path / "plain.pt", config))
+    fixed = load_codec(tiny_checkpoint(tmp_path / "mean.pt", {**config, "mean_correction": True}))
+    pixels = (sample_image(70, 90) // 2 + 60).astype(np.uint8)       # no clipping at 0 / 255
+    a, b = plain.compress(pixels), fixed.compress(pixels)
+    assert len(b) == len(a) + 6 + 3                       # 3 x uint16, its length and shape
+    container = bitstream.unpack(b)
+    assert len(container.strings) == 3 and container.string_shapes[-1] == (3,)
+    wanted = pixels.reshape(-1, 3).mean(0)
+    assert np.abs(fixed.decompress(b).reshape(-1, 3).mean(0) - wanted).max() < 0.6
+    assert np.abs(plain.decompress(a).reshape(-1, 3).mean(0) - wanted).max() > 1   # random init: biased
+    bad = bitstream.Container(container.kind, container.dtype, container.codec_name,
+                              container.codec_hash, container.shape,
+                              (*container.strings[:2], b"\x00" * 5), container.string_shapes,
+                              family=container.family, level=container.level)
+    with pytest.raises(BitstreamError, match="channel-mean"):
+        fixed.decompress(bad.pack())
+    missing = bitstream.Container(container.kind, container.dtype, container.codec_name,
+                                  container.codec_hash, container.shape, container.strings[:2],
+                                  container.string_shapes[:2], family=container.family,
+                                  level=container.level)
+    with pytest.raises(BitstreamError, match="string shapes"):
+        fixed.decompress(missing.pack())                             # no mean string
+
+
 def test_targets_meet_budgets_and_ratios(vr_image):
     codec = load_codec(vr_image)
     pixels = sample_image(200, 260, seed=2)
