@@ -52,9 +52,11 @@ def _ratio(text: str, label: str) -> float:
 
 
 def test_inspect_reference_configs(capsys):
-    assert main(["inspect", "aria-image"]) == 0
+    assert main(["inspect", "aria-image-v1"]) == 0
     out = capsys.readouterr().out
     assert "285,160 params" in out and "506.25 conv MACs per input pixel" in out
+    assert main(["inspect", "aria-image"]) == 0
+    assert "280,480 params" in capsys.readouterr().out         # the default, within that budget
     assert main(["inspect", "aria-audio"]) == 0
     assert "331,264 params" in capsys.readouterr().out
 
