@@ -105,26 +105,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise EvalError(f"--max-frames {args.max_frames}: need at least 1")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry point of `dance eval image --curve`; bad input is one `error:` line and exit 2
-    (the same errors image_table.run reports)."""
-    from baselines.image import BaselineError
-    from dance.bitstream import BitstreamError
-    from dance.data import DataError
-    from dance.targets import TargetError
-    from dance.zoo import CheckpointError
-    try:
-        return _run(args)
-    except (EvalError, DataError, CheckpointError, BitstreamError, BaselineError,
-            TargetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
+def run_curve(args: argparse.Namespace) -> int:
+    """`dance eval image --curve` (errors raised; image_table.run reports them as one line)."""
     from tqdm import tqdm
 
     ratios = parse_curve(args.curve)

@@ -76,20 +76,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
                    "--ratio/--bytes/--level/--clip; no --figure; --plot default here: "
                    "runs/eval_image_curve.png")
 
-    def dispatch(args: argparse.Namespace) -> int:
-        if args.curve is None:
-            return run(args)
-        for option, value in (("--classifier", args.classifier),
-                              ("--classifier-weights", args.classifier_weights),
-                              ("--min-confidence", args.min_confidence)):
-            if value is not None:
-                print(f"error: --curve cannot be combined with {option}: label retention is in "
-                      "the one-target table (drop --curve)", file=sys.stderr)
-                return 2
-        from .image_curve import run as run_curve
-        return run_curve(args)
-
-    p.set_defaults(func=dispatch)
+    p.set_defaults(func=run)
 
 
 @dataclass
@@ -126,7 +113,14 @@ def run(args: argparse.Namespace) -> int:
     from dance.targets import TargetError
     from dance.zoo import CheckpointError
     try:
-        return _run(args)
+        if getattr(args, "curve", None) is None:
+            return _run(args)
+        for option in ("classifier", "classifier_weights", "min_confidence"):
+            if getattr(args, option, None) is not None:
+                raise EvalError(f"--curve cannot be combined with --{option.replace('_', '-')}: "
+                                "label retention is in the one-target table (drop --curve)")
+        from .image_curve import run_curve
+        return run_curve(args)
     except (EvalError, DataError, CheckpointError, BitstreamError, BaselineError,
             TargetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
