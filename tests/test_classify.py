@@ -38,8 +38,10 @@ def weights():
 
 @pytest.fixture(scope="module")
 def mobilenet(weights):
-    torch.set_num_threads(1)
-    return load_image_classifier("mobilenet_v2", weights, top_k=5, batch=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # process-wide: restored after this module, later tests need theirs
+    yield load_image_classifier("mobilenet_v2", weights, top_k=5, batch=8)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
