@@ -17,6 +17,17 @@ table: their latents are not sparse, so entropy coding is slower than a trained 
 
     python benchmarks/codec_speed.py [--repeats 5] [--vrs PATH] [--checkpoint NAME=PATH ...]
                                      [--retain-freed-memory]
+
+Stream mode (`--stream NAME_OR_PATH`, e.g. aria-audio-vr): only the runtime's path for one
+audio checkpoint — 4096-sample blocks through `codec.audio_encoder(rate, blocks=True)` at a
+`--ratio` target (reservoir carried, level search from the previous block's level), × real
+time for each encoder engine, and where a block's time goes: preprocessing (notch + compand),
+the encoder network (padding included), the level search as sizes from real entropy coding
+and as the family's size estimates (`CodecModel.estimate_bytes`), the final coding + block,
+and the entropy codings the codec path makes per block. Test signal: `--wav` files (7-channel
+PCM), else runs/sim-heldout/*.wav, else the AEA sample, else synthetic.
+
+    python benchmarks/codec_speed.py --stream aria-audio-vr --ratio 600 [--wav F.wav ...]
 """
 from __future__ import annotations
 
@@ -143,6 +154,114 @@ def breakdown(codec, items: list, image: bool, repeats: int) -> dict[str, float]
     return race({"preprocess": preprocess, "network": network, "entropy": entropy}, repeats)
 
 
+def stream_audio(wavs: list[Path], vrs: Path) -> tuple[np.ndarray, str]:
+    """frames×7 int32 audio for the stream benchmark and where it came from."""
+    wavs = wavs or sorted((ROOT / "runs" / "sim-heldout").glob("*.wav"))[:1]
+    if wavs:
+        import soundfile
+        audio = np.concatenate([soundfile.read(str(w), dtype="int32")[0] for w in wavs])
+        return audio, ", ".join(w.name for w in wavs)
+    _, audio, source = sample_data(vrs)
+    return audio, source
+
+
+def stream_speed(name: str, ratio: float, audio: np.ndarray, repeats: int,
+                 max_blocks: int = 120) -> list[str]:
+    """Table lines: 4096-block stream encoding of checkpoint `name` at `ratio`, per engine."""
+    from dance import bitstream
+    from dance.codec import pad_to_multiple, raw_bytes
+    from dance.models import CodecModel
+    from dance.targets import Target, choose_level
+    block, target = 4096, Target(ratio=ratio)
+    blocks = audio_blocks(audio, block)[:max_blocks]
+    seconds = len(blocks) * block / RATE
+    codecs = {engine: load_codec(name, engine=engine) for engine in ("torch", "onnxruntime")}
+    jobs, stages, notes = {}, {}, {}
+    for engine, codec in codecs.items():
+        model, tag = codec.model, codec.hash_bytes[:bitstream.TAG_BYTES]
+        # one real stream encode: the reservoir and hints each block saw, its level, codings
+        coded = [0]
+        plain_code = model.code
+
+        def counting(outputs, level, plain_code=plain_code):
+            coded[0] += 1
+            return plain_code(outputs, level)
+        model.code = counting
+        try:
+            encoder = codec.audio_encoder(RATE, blocks=True)
+            seen, sizes = [], []
+            for b in blocks:
+                carry, hint = encoder.carry, encoder.level
+                sizes.append(len(encoder.encode(b, target)))
+                seen.append((carry, hint, encoder.level))
+        finally:
+            del model.code
+        stream = codec.preprocessor.stream()
+        xs = [stream.forward(b) for b in blocks]
+        with torch.inference_mode():
+            outputs = [(codec.encoder(pad_to_multiple(x, codec.stride)).float(),) for x in xs]
+
+        def pack(outputs, level, strings=None):
+            strings = strings if strings is not None else model.code(outputs, level)[0]
+            return bitstream.Block("int32", tag, level, block, tuple(strings)).pack()
+
+        def search(estimates: bool, codec=codec, outputs=outputs, seen=seen, model=model,
+                   pack=pack):
+            for b, out, (carry, hint, _) in zip(blocks, outputs, seen):
+                packed: dict[int, bytes] = {}
+
+                def size(k, out=out, packed=packed):
+                    if k not in packed:
+                        packed[k] = pack(out, k)
+                    return len(packed[k])
+                estimate = (lambda k, out=out: len(pack(out, k, [bytes(n) for n in
+                                                                 model.estimate_bytes(out, k)]))
+                            ) if estimates else None
+                choose_level(target, codec.levels, size, raw_bytes(b), block / RATE, carry,
+                             hint, estimate)
+
+        def preprocess(codec=codec):
+            s = codec.preprocessor.stream()
+            for b in blocks:
+                s.forward(b)
+
+        def network(codec=codec, xs=xs):
+            with torch.inference_mode():
+                for x in xs:
+                    codec.encoder(pad_to_multiple(x, codec.stride))
+
+        def final(outputs=outputs, seen=seen, pack=pack):
+            for out, (_, _, level) in zip(outputs, seen):
+                pack(out, level)
+
+        def encode(codec=codec):
+            s = codec.audio_encoder(RATE, blocks=True)
+            for b in blocks:
+                s.encode(b, target)
+        jobs[engine] = encode
+        stages[engine] = {"preprocess": preprocess, "network": network,
+                          "search (coded sizes)": lambda search=search: search(False),
+                          "final coding + block": final}
+        if type(model).estimate_bytes is not CodecModel.estimate_bytes:
+            stages[engine]["search (estimates)"] = lambda search=search: search(True)
+        notes[engine] = (coded[0] / len(blocks), raw_bytes(np.concatenate(blocks)) / sum(sizes))
+    totals = race(jobs, repeats)
+    parts = race({(e, k): f for e, fs in stages.items() for k, f in fs.items()}, repeats)
+    lines = [f"{name}: {len(blocks)} blocks of {block} samples ({seconds:.1f} s), target "
+             f"ratio {ratio:g}; 1 CPU thread (thread CPU time, best of {repeats} interleaved "
+             "rounds)"]
+    for engine, t in totals.items():
+        codings, achieved = notes[engine]
+        per_block = 1e3 * t / len(blocks)
+        lines.append(f"  {engine:12} {seconds / t:7.1f} × RT  {per_block:6.3f} ms/block  "
+                     f"≥{AUDIO_TARGET:.0f}: {'yes' if seconds / t >= AUDIO_TARGET else 'NO'}  "
+                     f"ratio {achieved:.0f}:1  {codings:.2f} entropy codings/block")
+        lines.append("    " + ", ".join(f"{k} {1e3 * v / len(blocks):.3f}"
+                                        for (e, k), v in parts.items() if e == engine)
+                     + " ms/block")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -153,12 +272,25 @@ def main() -> int:
     parser.add_argument("--retain-freed-memory", action="store_true",
                         help="call dance.codec.retain_freed_memory() first (glibc keeps freed "
                              "blocks: no page faults on every frame's buffers)")
+    parser.add_argument("--stream", metavar="NAME_OR_PATH",
+                        help="only the 4096-block stream encoder of this audio checkpoint "
+                             "(e.g. aria-audio-vr), at --ratio")
+    parser.add_argument("--ratio", type=float, default=600.0,
+                        help="stream mode: the Target(ratio=...) of every block (default 600)")
+    parser.add_argument("--wav", type=Path, action="append", default=[],
+                        help="stream mode: 7-channel PCM test signal (default: the first of "
+                             "runs/sim-heldout/*.wav)")
     args = parser.parse_args()
     given = dict(item.split("=", 1) for item in args.checkpoint)
     torch.set_num_threads(1)
     allocator = "glibc default"
     if args.retain_freed_memory:
         allocator = "retain_freed_memory()" if retain_freed_memory() else "default (no mallopt)"
+    if args.stream:
+        audio, source = stream_audio(args.wav, args.vrs)
+        print(f"data: {source}; torch {torch.__version__}; allocator: {allocator}")
+        print("\n".join(stream_speed(args.stream, args.ratio, audio, args.repeats)))
+        return 0
     frames, audio, source = sample_data(args.vrs)
     names = ("aria-image", "aria-audio", "aria-audio-fast")
     codecs, weights = {}, {}

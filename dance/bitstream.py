@@ -9,6 +9,14 @@ Version 2 (written), little-endian, varint = unsigned LEB128; docs/bitstream.md:
 Version 1 (read only): one string, no family (it is "dance") and no level (0); its payload is
 CompressAI rANS, decoded by `dance.legacy_rans`.
 
+Version 3, the *stream block* (written for the blocks of an audio stream, where a 4096-sample
+block at 600:1 has ~190 bytes and version 2's header would take a quarter of them): what a codec
+knows (name, family, channels, sample rate, string shapes) is not repeated; the stream names its
+codec once, in the packets' `codec` meta, and each block carries a 2-byte tag of the codec hash
+to check it against:
+    "DB" | version u8 = 3 | dtype u8 | codec tag (2 bytes: hash prefix) | varint level
+    | varint frames | varint count, count × (varint length, bytes) | CRC-16 (low half of CRC-32)
+
 Every declared size is checked against the data and a maximum before anything is allocated.
 """
 from __future__ import annotations
@@ -22,6 +30,9 @@ MAGIC = b"DNC"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
 HASH_BYTES = 8
+BLOCK_MAGIC = b"DB"
+BLOCK_VERSION = 3
+TAG_BYTES = 2
 KINDS = ("generic", "image", "audio")
 DTYPES = ("uint8", "int16", "int32", "int64", "float32", "float64")
 MAX_NDIM = 8
@@ -74,6 +85,65 @@ class Container:
             out += _shape(shape) + varint(len(string)) + string
         out += struct.pack("<I", zlib.crc32(out))
         return bytes(out)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a stream (version 3): the strings and what differs from block to block."""
+
+    dtype: str
+    codec_tag: bytes
+    level: int
+    frames: int
+    strings: tuple[bytes, ...]
+
+    def pack(self) -> bytes:
+        if len(self.codec_tag) != TAG_BYTES:
+            raise ValueError(f"codec tag must be {TAG_BYTES} bytes")
+        if not 0 < len(self.strings) <= MAX_STRINGS:
+            raise ValueError(f"a block holds 1 to {MAX_STRINGS} strings")
+        out = bytearray(BLOCK_MAGIC)
+        out += bytes([BLOCK_VERSION, DTYPES.index(self.dtype)]) + self.codec_tag
+        out += varint(self.level) + varint(self.frames) + varint(len(self.strings))
+        for string in self.strings:
+            out += varint(len(string)) + string
+        out += struct.pack("<H", zlib.crc32(out) & 0xFFFF)
+        return bytes(out)
+
+
+def is_block(data: bytes) -> bool:
+    """Whether `data` claims to be a stream block (version 3) rather than a container."""
+    return bytes(data[:3]) == BLOCK_MAGIC + bytes([BLOCK_VERSION])
+
+
+def unpack_block(data: bytes) -> Block:
+    """Parse and verify a stream block; raise BitstreamError saying what is wrong."""
+    data = bytes(data)
+    if not is_block(data):
+        raise BitstreamError("not a DANCE stream block (bad magic)")
+    reader = ByteReader(data, len(data), pos=3)
+    try:
+        dtype = reader.take(1)[0]
+        if dtype >= len(DTYPES):
+            raise Malformed(f"dtype code {dtype}")
+        tag = reader.take(TAG_BYTES)
+        level = reader.varint(limit=1 << 16, what="level")
+        frames = reader.varint(limit=MAX_ELEMENTS, what="frames")
+        count = reader.varint(limit=MAX_STRINGS, what="string count")
+        if count == 0 or frames == 0:
+            raise Malformed("no strings" if count == 0 else "no frames")
+        strings = tuple(reader.take(reader.varint()) for _ in range(count))
+        crc_at = reader.pos
+        stored = int.from_bytes(reader.take(2), "little")
+    except Malformed as exc:
+        if len(data) >= 5 and zlib.crc32(data[:-2]) & 0xFFFF == int.from_bytes(data[-2:], "little"):
+            raise BitstreamError(f"malformed block header: {exc}") from None
+        raise BitstreamError(f"truncated or corrupt stream block ({len(data)} bytes)") from None
+    if zlib.crc32(data[:crc_at]) & 0xFFFF != stored:
+        raise BitstreamError("corrupt stream block (CRC mismatch)")
+    if reader.pos != len(data):
+        raise BitstreamError(f"{len(data) - reader.pos} unexpected bytes after the stream block")
+    return Block(DTYPES[dtype], tag, level, frames, strings)
 
 
 def _shape(shape: tuple[int, ...]) -> bytes:

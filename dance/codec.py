@@ -12,13 +12,14 @@ own container (decodable alone).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
 import numpy as np
 import torch
 
-from . import bitstream, zoo
+from . import align, bitstream, zoo
 from .bitstream import BitstreamError, Container
 from .entropy import EntropyCodingError
 from .models import CodecModel
@@ -83,6 +84,9 @@ class Codec:
         self.kind = self.preprocessor.kind
         # images: per-channel means sent beside the latents (MEAN_BYTES each), restored exactly
         self.mean_correction = bool(config.get("mean_correction", False)) and self.kind == "image"
+        # audio: channels lined up before coding, per-segment delays sent (`dance.align`)
+        self.align_shift = int((config.get("align") or {}).get("max_shift", 0)) \
+            if self.kind == "audio" else 0
         # images: a leading AvgPool runs in the preprocessor (integer sums); others: folded
         self.input_pool = model.input_pool if self.kind == "image" else 1
         encoder = model.export_encoder(pooled=self.input_pool > 1)
@@ -124,23 +128,34 @@ class Codec:
         if self.kind == "audio":
             return self.audio_encoder(sample_rate).encode(array, target)
         x = self.preprocessor.forward(array, multiple=self.stride, pool=self.input_pool)
-        return self._encode(x, array, 0, target)
+        return self._encode(x, array, 0, target)[0]
 
-    def audio_encoder(self, sample_rate: int = 0, companded: bool = False) -> "AudioEncoder":
+    def audio_encoder(self, sample_rate: int = 0, companded: bool = False,
+                      blocks: bool = False) -> "AudioEncoder":
         """A streaming encoder: blocks in, one container per block out, filter state kept.
-        `companded`: the blocks are already notch-filtered and companded (the `compand` node)."""
+        `companded`: the blocks are already notch-filtered and companded (the `compand` node);
+        `blocks`: write lean stream blocks (version 3) instead of full containers."""
         if self.kind != "audio":
             raise TypeError(f"codec '{self.name}' is an {self.kind} codec, not audio")
-        return AudioEncoder(self, sample_rate, companded)
+        return AudioEncoder(self, sample_rate, companded, blocks)
 
     def _encode(self, x: torch.Tensor, array: np.ndarray, sample_rate: int,
-                target: Target | None) -> bytes:
+                target: Target | None, carry: float = 0.0, hint: int | None = None,
+                block: bool = False) -> tuple[bytes, int]:
+        """(bytes, level) of one item: a version-2 container, or with `block` a stream block
+        (version 3). `carry`: bytes a ratio/kbps target may spend beyond its share (a stream's
+        reservoir); `hint`: a level to start the search from (the previous block's)."""
         if min(x.shape[2:]) < 1:
             raise ValueError(f"cannot encode an empty signal of shape {array.shape}")
         if array.size > self.max_elements:
             raise ValueError(f"a signal of {array.size:,} elements is over the {self.max_elements:,}"
                              " a container may hold; encode it in blocks")
         means = self._channel_means(x, array.shape[:2]) if self.mean_correction else None
+        extras = [] if means is None else [(means, (array.shape[-1],))]
+        if self.align_shift:
+            delays = align.segment_delays(x, self.align_shift, self.preprocessor.sample_rate)
+            x = align.align(x, delays, self.align_shift)
+            extras.append((align.pack_delays(delays), delays.shape))
         with torch.inference_mode():
             x = pad_to_multiple(x.to(self.device, self.precision), self.stride // self.input_pool)
             if self.kind == "image":
@@ -148,24 +163,35 @@ class Codec:
             outputs = self.encoder(x)
             outputs = tuple(t.to(torch.float32) for t in
                             (outputs if isinstance(outputs, tuple) else (outputs,)))
-        containers: dict[int, bytes] = {}
+        packed: dict[int, bytes] = {}
 
+        def wrap(level: int, strings: list[bytes], shapes: list[tuple[int, ...]]) -> bytes:
+            strings = [*strings, *(string for string, _ in extras)]
+            shapes = [*shapes, *(shape for _, shape in extras)]
+            if block:
+                return bitstream.Block(array.dtype.name, self.hash_bytes[:bitstream.TAG_BYTES],
+                                       level, int(array.shape[0]), tuple(strings)).pack()
+            return Container(self.kind, array.dtype.name, self.name, self.hash_bytes,
+                             tuple(array.shape), tuple(strings), tuple(tuple(s) for s in shapes),
+                             int(sample_rate), self.model.family, level).pack()
 
-        def container(level: int) -> bytes:
-            if level not in containers:
-                strings, shapes = self.model.code(outputs, level)
-                if means is not None:
-                    strings, shapes = [*strings, means], [*shapes, (array.shape[-1],)]
-                containers[level] = Container(
-                    self.kind, array.dtype.name, self.name, self.hash_bytes, tuple(array.shape),
-                    tuple(strings), tuple(tuple(s) for s in shapes), int(sample_rate),
-                    self.model.family, level).pack()
-            return containers[level]
+        def pack(level: int) -> bytes:
+            if level not in packed:
+                packed[level] = wrap(level, *self.model.code(outputs, level))
+            return packed[level]
+
+        estimate = None
+        if type(self.model).estimate_bytes is not CodecModel.estimate_bytes:  # a cheap estimate
+            shapes = self.model.string_shapes(tuple(s * self.input_pool for s in x.shape[2:]))
+
+            def estimate(level: int) -> int:
+                sizes = self.model.estimate_bytes(outputs, level)
+                return len(wrap(level, [bytes(n) for n in sizes], shapes))
 
         seconds = len(array) / sample_rate if self.kind == "audio" and sample_rate else None
-        level = choose_level(target or Target(), self.levels, lambda k: len(container(k)),
-                             raw_bytes(array), seconds)
-        return container(level)
+        level = choose_level(target or Target(), self.levels, lambda k: len(pack(k)),
+                             raw_bytes(array), seconds, carry, hint, estimate)
+        return pack(level), level
 
     def _channel_means(self, x: torch.Tensor, size: tuple[int, int]) -> bytes:
         """Per-channel means on [0, 1] of the image as the encoder sees it (after the input
@@ -193,27 +219,69 @@ class Codec:
     def decode(self, data: bytes, companded: bool = False) -> tuple[np.ndarray, Container]:
         """The reconstructed array and the container it came from (shape, sample rate, ...).
         `companded` (audio): the model's companded output, for the `expand` node."""
-        container = bitstream.unpack(data)
+        container = self._block_container(data) if bitstream.is_block(data) \
+            else bitstream.unpack(data)
         self.check(container)
         try:
             if container.version == 1:
                 x_hat = self.model.decompress_v1(container.strings[0], container.latent_shape)
             else:
-                extra = 1 if self.mean_correction else 0
+                extra = int(self.mean_correction) + int(bool(self.align_shift))
                 strings = list(container.strings)[:len(container.strings) - extra]
                 shapes = list(container.string_shapes)[:len(strings)]
                 x_hat = self.model.decompress(strings, shapes, container.level)
+            spatial = self._coded(container)
+            x_hat = x_hat[(..., *[slice(0, s) for s in spatial])]
+            if self.align_shift:
+                delays = align.unpack_delays(container.strings[-1],
+                                             *container.string_shapes[-1], self.align_shift)
+                x_hat = align.unalign(x_hat, delays, self.align_shift, container.shape[0])
         except (EntropyCodingError, ValueError) as exc:
             raise BitstreamError(f"cannot decode the stream: {exc}") from None
-        spatial = self._spatial(container)
-        x_hat = x_hat[(..., *[slice(0, s) for s in spatial])]
         if self.mean_correction and container.version > 1:
             x_hat = self._restore_means(x_hat, container.strings[-1])
         post = CompandedInput(self.preprocessor.channels) if companded else self.preprocessor
         return post.inverse(x_hat, container.dtype), container
 
+    def _block_container(self, data: bytes) -> Container:
+        """A stream block as the container it abbreviates: what it leaves out is this codec's."""
+        block = bitstream.unpack_block(data)
+        if self.kind != "audio":
+            raise BitstreamError(f"stream blocks hold audio; codec '{self.name}' decodes "
+                                 f"{self.kind}")
+        if block.codec_tag != self.hash_bytes[:bitstream.TAG_BYTES]:
+            raise BitstreamError(f"stream block of a codec with hash {block.codec_tag.hex()}..., "
+                                 f"this decoder is {self.id}")
+        channels = self.preprocessor.channels
+        if (block.frames + 2 * self.align_shift) * channels > self.max_elements:
+            raise BitstreamError(f"a block of {block.frames:,} frames is over the "
+                                 f"{self.max_elements:,} elements this decoder accepts")
+        container = Container("audio", block.dtype, self.name, self.hash_bytes,
+                              (block.frames, channels), block.strings, (),
+                              self.preprocessor.sample_rate, self.model.family, block.level)
+        shapes = self._expected_shapes(container)
+        if len(block.strings) != len(shapes):
+            raise BitstreamError(f"the block holds {len(block.strings)} strings, this codec "
+                                 f"writes {len(shapes)}")
+        return dataclasses.replace(container, string_shapes=tuple(shapes))
+
     def _spatial(self, container: Container) -> tuple[int, ...]:
         return container.shape[:2] if self.kind == "image" else container.shape[:1]
+
+    def _coded(self, container: Container) -> tuple[int, ...]:
+        """Spatial size of what the model coded: the original's, or with channel alignment
+        `align_shift` samples longer at each end."""
+        return tuple(s + 2 * self.align_shift for s in self._spatial(container))
+
+    def _expected_shapes(self, container: Container) -> list[tuple[int, ...]]:
+        """The string shapes this codec writes for the container's original shape."""
+        padded = tuple(-(-s // self.stride) * self.stride for s in self._coded(container))
+        expected = [tuple(s) for s in self.model.string_shapes(padded)]
+        if self.mean_correction:
+            expected.append((self.preprocessor.channels,))
+        if self.align_shift:
+            expected.append((-(-container.shape[0] // align.SEGMENT), self.preprocessor.channels))
+        return expected
 
     def check(self, container: Container) -> None:
         """Raise BitstreamError unless `container` was made by this very codec and declares
@@ -239,28 +307,42 @@ class Codec:
                                  f"{channels} channels")
         if self.kind == "image" and container.dtype != "uint8":
             raise BitstreamError(f"an image stream must be uint8, not {container.dtype}")
-        padded = tuple(-(-s // self.stride) * self.stride for s in self._spatial(container))
+        padded = tuple(-(-s // self.stride) * self.stride for s in self._coded(container))
         if math.prod(padded) * channels > self.max_elements:
             raise BitstreamError(f"original shape {container.shape} is over the "
                                  f"{self.max_elements:,} elements this decoder accepts")
-        expected = [tuple(s) for s in self.model.string_shapes(padded)]
-        if self.mean_correction:
-            expected.append((channels,))
+        expected = self._expected_shapes(container)
         if [tuple(s) for s in container.string_shapes] != expected:
             raise BitstreamError(f"string shapes {list(container.string_shapes)} do not match "
                                  f"the original shape {container.shape} (expected {expected})")
 
 
 class AudioEncoder:
-    """Encodes consecutive audio blocks of one stream; the DC filter state carries over."""
+    """Encodes consecutive audio blocks of one stream; the DC filter state carries over, and so
+    does a ratio/kbps target's byte reservoir: a block that came out under its share lets the
+    next ones spend the difference (and over, the reverse), so the stream as a whole lands on
+    the target although each block can only pick among the codec's levels."""
 
-    def __init__(self, codec: Codec, sample_rate: int, companded: bool = False):
-        self.codec, self.sample_rate = codec, int(sample_rate)
+    def __init__(self, codec: Codec, sample_rate: int, companded: bool = False,
+                 blocks: bool = False):
+        self.codec, self.sample_rate, self.blocks = codec, int(sample_rate), blocks
         channels = codec.preprocessor.channels
         self.stream = CompandedInput(channels) if companded else codec.preprocessor.stream()
+        self.carry = 0.0
+        self.level: int | None = None
 
     def encode(self, block: np.ndarray, target: Target | None = None) -> bytes:
-        return self.codec._encode(self.stream.forward(block), block, self.sample_rate, target)
+        target = target or Target()
+        seconds = len(block) / self.sample_rate if self.sample_rate else None
+        wanted = target.wanted_bytes(raw_bytes(block), seconds) \
+            if (target.ratio or target.kbps) else None
+        data, self.level = self.codec._encode(self.stream.forward(block), block,
+                                              self.sample_rate, target,
+                                              self.carry if wanted else 0.0, self.level,
+                                              self.blocks)
+        if wanted:  # at most one block's share either way: a silence does not bank a burst
+            self.carry = min(max(self.carry + wanted - len(data), -wanted), wanted)
+        return data
 
 
 def raw_bytes(array: np.ndarray) -> int:

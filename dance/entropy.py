@@ -26,9 +26,18 @@ import constriction  # noqa: E402
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional  # noqa: E402
 
 __all__ = ["CdfTables", "TableCoder", "VariableRateBottleneck", "GaussianConditional",
-           "EntropyCodingError", "gaussian_likelihood"]
+           "EntropyCodingError", "gaussian_likelihood", "ans_bytes"]
 
 PRECISION = 16
+# bits an ANS string holds beyond its symbols' information content, on average: constriction's
+# AnsCoder flushes a 64-bit state; fitted on aria-audio-vr strings (12..700 bytes), where
+# `ans_bytes` then gives the exact length for ~95% of them and is a word off for most others
+ANS_OVERHEAD_BITS = 21.0
+
+
+def ans_bytes(bits: float) -> int:
+    """Expected length of an ANS string (whole 32-bit words) holding `bits` of information."""
+    return 4 * int(np.ceil((bits + ANS_OVERHEAD_BITS) / 32.0))
 
 
 class EntropyCodingError(ValueError):
@@ -94,10 +103,12 @@ class TableCoder:
         self._offsets = tables.offset.numpy().astype(np.int64)
         self._max_values = tables.cdf_length.numpy().astype(np.int64) - 2
         self._cdf = tables.quantized_cdf.numpy()
-        self._models: dict[int, object] = {}
+        self._models: list = [None] * tables.rows
+        self._costs: np.ndarray | None = None
+        self._run_cache: dict[tuple[bytes, int], tuple] = {}
 
     def _model(self, row: int):
-        model = self._models.get(row)
+        model = self._models[row]
         if model is None:
             cdf = self._cdf[row, :self._max_values[row] + 2].astype(np.float64)
             model = constriction.stream.model.Categorical(np.diff(cdf) / 2.0 ** PRECISION,
@@ -115,17 +126,92 @@ class TableCoder:
         return order, distinct, counts
 
     def encode(self, symbols: np.ndarray, rows: np.ndarray) -> bytes:
-        """Bytes for `symbols` (integers), symbol i coded with CDF row `rows[i]`."""
+        """Bytes for `symbols` (integers), symbol i coded with CDF row `rows[i]`.
+
+        The stream holds the symbols grouped by row, rows ascending (a stable sort), one
+        constriction call per row: symbols whose rows already ascend go in as they are."""
         symbols = np.asarray(symbols).reshape(-1)
-        order, distinct, counts = self._groups(np.asarray(rows))
-        sorted_rows = np.asarray(rows).reshape(-1)[order]
-        values = symbols[order].astype(np.int64) - self._offsets[sorted_rows]
-        values = np.clip(values, 0, self._max_values[sorted_rows]).astype(np.int32)
+        rows = np.asarray(rows).reshape(-1)
+        if rows.size > 1 and not (rows[1:] >= rows[:-1]).all():
+            order, distinct, counts = self._groups(rows)
+            symbols, rows = symbols[order], rows[order]
+        else:
+            if rows.size and (rows[0] < 0 or rows[-1] >= self.tables.rows):
+                raise EntropyCodingError("symbol uses a CDF row the tables do not have")
+            starts = np.concatenate(([0], np.flatnonzero(rows[1:] != rows[:-1]) + 1))
+            distinct = rows[starts] if rows.size else rows
+            counts = np.diff(np.concatenate((starts, [rows.size]))) if rows.size else rows
+        values = symbols.astype(np.int64) - self._offsets[rows]
+        values = np.clip(values, 0, self._max_values[rows]).astype(np.int32)
         coder = constriction.stream.stack.AnsCoder()
         ends = np.cumsum(counts)
-        for row, end, count in zip(distinct[::-1], ends[::-1], counts[::-1]):
-            coder.encode_reverse(values[end - count:end], self._model(int(row)))
+        for row, end, count in zip(distinct[::-1].tolist(), ends[::-1].tolist(),
+                                   counts[::-1].tolist()):
+            coder.encode_reverse(values[end - count:end], self._model(row))
         return coder.get_compressed().astype("<u4").tobytes()
+
+    def encode_runs(self, symbols: np.ndarray, rows: np.ndarray) -> bytes:
+        """Bytes for a (R, N) array of symbols, run r coded with CDF row `rows[r]`, runs in
+        order: for ascending rows, the bytes of `encode` on the flattened symbols (each row
+        repeated N times), cheaper: no sorting, no per-symbol row array, and one constriction
+        call for consecutive runs whose CDF rows are equal (the same model codes them alike).
+        `decode` with the repeated rows reads them back."""
+        symbols = np.asarray(symbols)
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if symbols.ndim != 2 or symbols.shape[0] != rows.size:
+            raise ValueError(f"need one row per run: symbols {symbols.shape}, {rows.size} rows")
+        if rows.size and (rows.min() < 0 or rows.max() >= self.tables.rows):
+            raise EntropyCodingError("symbol uses a CDF row the tables do not have")
+        if rows.size > 1 and not (rows[1:] > rows[:-1]).all():
+            return self.encode(symbols.reshape(-1), np.repeat(rows, symbols.shape[1]))
+        offsets, top, groups = self._runs(rows, symbols.shape[1])
+        values = np.subtract(symbols, offsets, dtype=np.int64)
+        np.clip(values, 0, top, out=values)
+        flat = values.astype(np.int32).reshape(-1)
+        coder = constriction.stream.stack.AnsCoder()
+        encode = coder.encode_reverse
+        for part, model in groups:
+            encode(flat[part], model)
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def _runs(self, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, list]:
+        """For ascending `rows` of runs of `length` symbols: their offsets and top values as
+        columns, and the groups of consecutive runs with equal CDF rows as (slice of the
+        flattened symbols, model), last group first (the coding order of a stack coder)."""
+        key = (rows.tobytes(), length)
+        cached = self._run_cache.get(key)
+        if cached is None:
+            lengths = self._max_values[rows]
+            groups, start = [], 0
+            for i in range(1, rows.size + 1):
+                if i == rows.size or lengths[i] != lengths[start] or not np.array_equal(
+                        self._cdf[rows[i], :lengths[i] + 2],
+                        self._cdf[rows[start], :lengths[i] + 2]):
+                    groups.append((slice(start * length, i * length),
+                                   self._model(int(rows[start]))))
+                    start = i
+            cached = (self._offsets[rows][:, None], lengths[:, None], groups[::-1])
+            if len(self._run_cache) < 4096:
+                self._run_cache[key] = cached
+        return cached
+
+    def costs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bits, starts): bits[starts[r] + v] = information content, in bits, of value v
+        (0 .. cdf_length[r] - 2, symbol offset[r] + v) in row r as the coder quantizes it
+        (constriction's fast quantization of the row's probabilities to 2^-24 units: its
+        floor(cdf·(2^24 − n)/2^16) + index, n values). The ANS string of a symbol sequence is
+        within a 32-bit word or two of the sum of its symbols' bits (`ans_bytes`)."""
+        if self._costs is None:
+            lengths = self._max_values + 1                       # values per row
+            starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+            width = int(lengths.max()) + 1 if lengths.size else 1
+            cdf = self._cdf[:, :width].astype(np.float64)
+            left = np.floor(cdf * ((2.0 ** 24 - lengths) / 2.0 ** PRECISION)[:, None]) \
+                + np.arange(width)
+            weights = np.maximum(np.diff(left, axis=1), 1.0)
+            valid = np.arange(width - 1)[None, :] < lengths[:, None]   # row-major: as starts
+            self._costs, self._cost_starts = 24.0 - np.log2(weights[valid]), starts
+        return self._costs, self._cost_starts
 
     def decode(self, data: bytes, rows: np.ndarray) -> np.ndarray:
         """The symbols coded in `data` (int32, the shape of `rows`)."""
@@ -140,8 +226,8 @@ class TableCoder:
             raise EntropyCodingError(f"payload is not an ANS stream ({exc})") from None
         values = np.empty(order.size, dtype=np.int64)
         start = 0
-        for row, count in zip(distinct, counts):
-            values[start:start + count] = coder.decode(self._model(int(row)), int(count))
+        for row, count in zip(distinct.tolist(), counts.tolist()):
+            values[start:start + count] = coder.decode(self._model(row), count)
             start += count
         if not coder.is_empty():
             raise EntropyCodingError("payload holds more data than its declared shape")

@@ -59,16 +59,23 @@ class OnnxRuntimeEncoder:
 
     ORT runs the narrow 1-D convolutions of the audio encoders ~2× faster than PyTorch's
     float32 kernels on one thread (benchmarks/codec_speed.py); latents match PyTorch's to
-    float rounding (~1e-6), far inside a quantization step.
+    float rounding (~1e-6), far inside a quantization step. A 1-D encoder runs as the same
+    convolutions over a 1×T plane (`lift_to_2d`): ORT's blocked-channel (NCHWc) kernels are
+    for 2-D convolutions only, and they take ~20% off the audio encoders.
     """
 
     def __init__(self, encoder: nn.Module, example: torch.Tensor, threads: int = 1):
         import onnxruntime as ort
+        encoder, example = encoder.float().eval(), example.float()
+        if example.dim() == 3:
+            encoder = lift_to_2d(encoder, example) or encoder
         graph = io.BytesIO()
-        write_onnx(encoder.float().eval(), example.float(), graph)
+        write_onnx(encoder, example, graph)
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, int(threads))
         options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         self.session = ort.InferenceSession(graph.getvalue(), options,
                                             providers=["CPUExecutionProvider"])
@@ -77,3 +84,56 @@ class OnnxRuntimeEncoder:
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
         outputs = tuple(torch.from_numpy(y) for y in self.session.run(None, {"x": array}))
         return outputs if len(outputs) > 1 else outputs[0]
+
+
+class _Lifted2d(nn.Module):
+    """A 1-D encoder as 2-D convolutions over N×C×1×T (same outputs, N×C×T)."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor):
+        outputs = self.encoder(x.unsqueeze(2))
+        if isinstance(outputs, tuple):
+            return tuple(y.squeeze(2) for y in outputs)
+        return outputs.squeeze(2)
+
+
+def lift_to_2d(encoder: nn.Module, example: torch.Tensor) -> nn.Module | None:
+    """`encoder` (N×C×T input) with each Conv1d a Conv2d of kernel 1×k over N×C×1×T, or None
+    where it holds modules this cannot vouch for (only Conv1d, the dimension-generic frozen
+    GDN and containers are lifted) or its outputs would differ from the original's."""
+    from .layers import FrozenGDN
+
+    def lift(module: nn.Module) -> nn.Module | None:
+        if isinstance(module, nn.Conv1d):
+            if not isinstance(module.padding, tuple) or module.padding_mode != "zeros":
+                return None
+            conv = nn.Conv2d(module.in_channels, module.out_channels, (1, module.kernel_size[0]),
+                             (1, module.stride[0]), (0, module.padding[0]),
+                             (1, module.dilation[0]), module.groups, module.bias is not None)
+            with torch.no_grad():
+                conv.weight.copy_(module.weight.unsqueeze(2))
+                if module.bias is not None:
+                    conv.bias.copy_(module.bias)
+            return conv
+        if isinstance(module, FrozenGDN):
+            return module
+        if type(module) is nn.Sequential:
+            layers = [lift(m) for m in module]
+            return None if any(m is None for m in layers) else nn.Sequential(*layers)
+        return None
+
+    body = lift(encoder)
+    if body is None:
+        return None
+    lifted = _Lifted2d(body).eval().requires_grad_(False)
+    probe = torch.randn(example.shape, generator=torch.Generator().manual_seed(0)) * 0.3
+    with torch.inference_mode():
+        want, got = encoder(probe), lifted(probe)
+    want = want if isinstance(want, tuple) else (want,)
+    got = got if isinstance(got, tuple) else (got,)
+    same = len(want) == len(got) and all(a.shape == b.shape and torch.allclose(
+        a, b, rtol=1e-4, atol=1e-5) for a, b in zip(want, got))
+    return lifted if same else None

@@ -91,6 +91,13 @@ class CodecModel(nn.Module):
         Cheap next to the encoder, so target-rate search calls it for several levels."""
         raise NotImplementedError
 
+    def estimate_bytes(self, outputs: tuple[torch.Tensor, ...], level: int) -> list[int]:
+        """The lengths of the strings `code(outputs, level)` returns, for target-rate search.
+        Default: codes them (exact). A family that can tell them cheaper (the dance family,
+        from the symbols' probabilities in its CDF tables) overrides this: its estimates may
+        be off by a few bytes, and the search then codes only the level it picks."""
+        return [len(string) for string in self.code(outputs, level)[0]]
+
     def decompress(self, strings: list[bytes], shapes: list[tuple[int, ...]],
                    level: int) -> torch.Tensor:
         """1×C×(padded spatial) reconstruction of one item."""

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .entropy import (CdfTables, EntropyCodingError, GaussianConditional, TableCoder,
-                      VariableRateBottleneck, gaussian_likelihood)
+                      VariableRateBottleneck, ans_bytes, gaussian_likelihood)
 from .legacy_rans import RansPayloadError, decode_with_indexes
 from .models import geometric
 
@@ -92,6 +92,7 @@ class FactorizedPrior(_Levels, VariableRateBottleneck):
                              f"{self.channels}")
         self.tables, self.coder = tables, TableCoder(tables)
         self.stored_constant = medians.to(torch.float32).reshape(-1).clone()
+        self._cost_tables: dict[int, tuple] = {}   # estimate_bytes' per-level tables
 
     @property
     def stored_medians(self) -> torch.Tensor:
@@ -104,15 +105,64 @@ class FactorizedPrior(_Levels, VariableRateBottleneck):
 
     def symbols(self, y: torch.Tensor, level: int) -> tuple[np.ndarray, np.ndarray]:
         """(symbols, CDF rows) of latent y at `level`: round((y - median) / step)."""
-        latent = y.detach().to("cpu", torch.float32).numpy().reshape(y.shape[0], -1)
-        medians = self.stored_medians.numpy()[:, None]
-        step = np.float32(self._stored_step(level))
-        return np.rint((latent - medians) / step).astype(np.int32), self._rows(tuple(y.shape), level)
+        return self._symbols(y, level), self._rows(tuple(y.shape), level)
 
     def code(self, y: torch.Tensor, level: int) -> bytes:
         if y.dim() < 2 or y.shape[0] != self.channels:
             raise ValueError(f"latent must be (C={self.channels}, *spatial), got {tuple(y.shape)}")
-        return self.coder.encode(*self.symbols(y, level))
+        # channel c is one run of row level·C + c: the bytes of coder.encode(*self.symbols())
+        return self.coder.encode_runs(self._symbols(y, level),
+                                      np.arange(self.channels) + level * self.channels)
+
+    def _symbols(self, y: torch.Tensor, level: int) -> np.ndarray:
+        latent = y.detach().to("cpu", torch.float32).numpy().reshape(y.shape[0], -1)
+        medians = self.stored_medians.numpy()[:, None]
+        step = self.steps.numpy()[level]              # float32, as _stored_step's
+        return np.rint((latent - medians) / step).astype(np.int32)
+
+    def centered(self, y: torch.Tensor) -> np.ndarray:
+        """(C, N) float32 latent minus the medians: the level-independent part of the symbols,
+        for `estimate_bytes` at several levels."""
+        if y.dim() < 2 or y.shape[0] != self.channels:
+            raise ValueError(f"latent must be (C={self.channels}, *spatial), got {tuple(y.shape)}")
+        latent = y.detach().to("cpu", torch.float32).numpy().reshape(y.shape[0], -1)
+        return latent - self.stored_medians.numpy()[:, None]
+
+    def estimate_bytes(self, y: torch.Tensor | None, level: int,
+                       centered: np.ndarray | None = None) -> int:
+        """Length of `code(y, level)` without coding: the symbols' information content from
+        the stored CDF tables (exactly as the coder quantizes them), rounded up to the ANS
+        string's 32-bit words (`ans_bytes`) — the exact length for most latents, else a word
+        off. `centered`: `centered(y)`, when it is at hand (y is then not read)."""
+        if centered is None:
+            centered = self.centered(y)
+        bits, base, low, high, step = self._cost_table(level)
+        symbols = centered / step                            # float32, as `_symbols`
+        np.rint(symbols, out=symbols)
+        np.minimum(symbols, high, out=symbols)               # the level's widest support
+        np.maximum(symbols, low, out=symbols)
+        symbols += base                                      # (C, 1): row c's entry of 0
+        return ans_bytes(float(bits.take(symbols.astype(np.intp)).sum(dtype=np.float64)))
+
+    def _cost_table(self, level: int) -> tuple[np.ndarray, np.ndarray, int, int, np.float32]:
+        """(bits, base, low, high, step) of a level: the information content of symbol s in
+        channel c is bits[base[c] + clip(s, low, high)], low..high the widest support of the
+        level's rows; a symbol outside its own row's support costs what the coder codes it as
+        (the row's end value)."""
+        cache = self._cost_tables
+        if level not in cache:
+            costs, starts = self.coder.costs()
+            rows = np.arange(self.channels) + level * self.channels
+            offsets = self.tables.offset.numpy()[rows].astype(np.int64)
+            top = self.tables.cdf_length.numpy()[rows].astype(np.int64) - 2
+            low, high = int(offsets.min()), int((offsets + top).max())
+            values = np.clip(np.arange(low, high + 1)[None, :] - offsets[:, None], 0,
+                             top[:, None])
+            width = high - low + 1
+            bits = costs[starts[rows][:, None] + values].astype(np.float32).reshape(-1)
+            base = (np.arange(self.channels) * width - low).astype(np.float32)[:, None]
+            cache[level] = (bits, base, low, high, self.steps.numpy()[level])
+        return cache[level]
 
     def decode(self, data: bytes, shape: tuple[int, ...], level: int) -> torch.Tensor:
         symbols = self.coder.decode(data, self._rows(shape, level))

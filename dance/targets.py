@@ -2,7 +2,9 @@
 
 Sizes grow with the level (steps shrink), so the level is found by bisection over the model's
 levels on the real container size — entropy coding only: the network ran once, and a family
-may reuse level-independent work (the hyperprior's z string) across the tries.
+may reuse level-independent work (the hyperprior's z string) across the tries. A family that
+can estimate its string sizes without coding (`CodecModel.estimate_bytes`) lets the search run
+on estimates, so a block is entropy-coded once (twice where a byte budget needs checking).
 """
 from __future__ import annotations
 
@@ -74,8 +76,20 @@ def _int(value) -> int | None:
 
 
 def choose_level(target: Target, levels: int, size: Callable[[int], int], raw_bytes: int,
-                 seconds: float | None = None) -> int:
-    """The level meeting `target`: `size(level)` is the container size at that level."""
+                 seconds: float | None = None, carry: float = 0.0,
+                 hint: int | None = None,
+                 estimate: Callable[[int], float] | None = None) -> int:
+    """The level meeting `target`: `size(level)` is the container size at that level. `carry`:
+    bytes a ratio/kbps target may spend beyond its share (a stream's reservoir); `hint`: where
+    to start looking (the previous block's level: then about four sizes are computed for a
+    stream's level changes, not log2(levels) + 1).
+
+    `estimate(level)`: a cheap guess of `size(level)` (the family's `estimate_bytes`: no
+    entropy coding). With it the search runs on estimates and `size` is called only where a
+    byte budget needs the real size: a bytes target is verified (never exceeded: the level
+    steps down until the real container fits, and up while the next level may fit too, by
+    `ESTIMATE_SLACK`); a ratio/kbps target takes the nearest level by estimated size, coded
+    once (a stream's reservoir absorbs the few bytes an estimate is off)."""
     top = levels - 1
     if target.empty:
         return top
@@ -84,9 +98,13 @@ def choose_level(target: Target, levels: int, size: Callable[[int], int], raw_by
             raise TargetError(f"level {target.level} is out of range: this codec has levels "
                               f"0..{top}")
         return target.level
-    budget = target.bytes if target.bytes is not None else target.wanted_bytes(raw_bytes, seconds)
-    best = _highest_within(budget, levels, size)
+    budget = target.bytes if target.bytes is not None \
+        else target.wanted_bytes(raw_bytes, seconds) + carry
+    guess = size if estimate is None else _memo(estimate)
+    best = _highest_within(budget, levels, guess, hint)
     if target.bytes is not None:
+        if estimate is not None:
+            best = _verify_budget(budget, top, size, guess, best)
         if best is None:
             raise TargetError(f"cannot fit {target.bytes} bytes: the smallest container is "
                               f"{size(0)} bytes (level 0)")
@@ -96,18 +114,96 @@ def choose_level(target: Target, levels: int, size: Callable[[int], int], raw_by
     if best == top:
         return top
     # ratio / kbps: the nearer of the two levels around the wanted size
-    return best if budget - size(best) <= size(best + 1) - budget else best + 1
+    return best if budget - guess(best) <= guess(best + 1) - budget else best + 1
 
 
-def _highest_within(budget: float, levels: int, size: Callable[[int], int]) -> int | None:
-    """Highest level whose size is <= budget (sizes grow with the level), or None."""
-    if size(0) > budget:
-        return None
-    low, high = 0, levels - 1
-    while low < high:
-        mid = (low + high + 1) // 2
-        if size(mid) <= budget:
-            low = mid
+# how far a size estimate may exceed the real size, in bytes (absolute, relative to the
+# estimate): a bytes target codes the next level up for real while its estimate is within
+# this of the budget (the dance family's estimates are rarely a 4-byte word off)
+ESTIMATE_SLACK = (8.0, 0.005)
+
+
+def _memo(function: Callable[[int], float]) -> Callable[[int], float]:
+    cache: dict[int, float] = {}
+
+    def cached(level: int) -> float:
+        if level not in cache:
+            cache[level] = function(level)
+        return cache[level]
+    return cached
+
+
+def _verify_budget(budget: float, top: int, size: Callable[[int], int],
+                   estimate: Callable[[int], float], best: int | None) -> int | None:
+    """The highest level whose real size fits `budget`, starting from the estimates' `best`
+    (None: even level 0 looked too big): down while the real size is over, then up while the
+    next level's estimate leaves room for it to fit and its real size does."""
+    level = 0 if best is None else best
+    while size(level) > budget:
+        if level == 0:
+            return None
+        level -= 1
+    while level < top:
+        guess = estimate(level + 1)
+        if guess - ESTIMATE_SLACK[0] - ESTIMATE_SLACK[1] * guess > budget \
+                or size(level + 1) > budget:
+            break
+        level += 1
+    return level
+
+
+def _highest_within(budget: float, levels: int, size: Callable[[int], float],
+                    hint: int | None = None) -> int | None:
+    """Highest level whose size is <= budget (sizes grow with the level), or None. From `hint`
+    (the previous block's level): secant steps on the sizes seen so far, inside the bracket
+    they leave — about four sizes for sizes that grow smoothly with the level, where galloping
+    out from the hint and bisecting took five or six; without one, bisection."""
+    if hint is None:
+        if size(0) > budget:
+            return None
+        low, high = 0, levels - 1
+        while low < high:
+            mid = (low + high + 1) // 2
+            if size(mid) <= budget:
+                low = mid
+            else:
+                high = mid - 1
+        return low
+    below, above = -1, levels       # size(below) <= budget < size(above): answer in [below, above)
+    known: dict[int, float] = {}
+    level = min(max(int(hint), 0), levels - 1)
+    while True:
+        known[level] = known_size = size(level)
+        if known_size <= budget:
+            below = level
         else:
-            high = mid - 1
-    return low
+            above = level
+        if above - below == 1:
+            return below if below >= 0 else None
+        level = _next_probe(budget, below, above, known)
+
+
+def _next_probe(budget: float, below: int, above: int, known: dict[int, float]) -> int:
+    """A level strictly between `below` and `above` to size next: where the line through the
+    two known sizes nearest the budget (the bracket's ends, or the last two on its one known
+    side) keeps within it; galloping (doubling the span seen) where that line is flat, and
+    bisection once six sizes have not closed a two-sided bracket."""
+    two_sided = below >= 0 and above in known
+    if two_sided:
+        a, b = below, above
+    elif below >= 0:                 # every known size fits: the two highest
+        lower = [k for k in known if k < below]
+        a, b = (max(lower), below) if lower else (below, below)
+    else:                            # none fits: the two lowest
+        higher = [k for k in known if k > above]
+        a, b = (above, min(higher)) if higher else (above, above)
+    slope = (known[b] - known[a]) / (b - a) if b > a else 0.0
+    if two_sided and (slope <= 0 or len(known) >= 6):
+        level = (below + above) // 2
+    elif slope > 0:
+        level = int(a + (budget - known[a]) // slope)
+    elif below >= 0:
+        level = below + max(1, 2 * (b - a))
+    else:
+        level = above - max(1, 2 * (b - a))
+    return min(max(level, below + 1), above - 1)

@@ -52,6 +52,7 @@ DEFAULTS: dict = {
     "rate_control": None,       # {target_ratio, gain, warmup}: adapt lmbda to hit raw_bits / target_ratio
     "distortion": "mse",        # mse (in the model's domain) | relative_linear (audio: see rate_distortion)
     "gain_weight": 1.0,         # relative_linear: weight of the gain error against the residual
+    "direction_weight": 0.0,    # audio: weight of the mic-pair cross-spectrum phase term (dance.spatial_loss)
     "batch_size": 8,
     "steps": 1000,
     "epochs": None,             # if set, steps = epochs * batches per epoch
@@ -253,7 +254,8 @@ class _ResumableSampler(torch.utils.data.Sampler):
 
 
 def rate_distortion(out: dict, x: torch.Tensor, lmbda: float, distortion: str = "mse",
-                    pre=None, gain_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                    pre=None, gain_weight: float = 1.0,
+                    direction_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """rate (bits per input element), distortion and loss = rate + lmbda * distortion, float32.
 
     `mse` is measured in the model's domain (companded, for audio). `relative_linear` (audio)
@@ -261,7 +263,9 @@ def rate_distortion(out: dict, x: torch.Tensor, lmbda: float, distortion: str = 
     loud passages that dominate SNR and the spatial metrics (SSDR/SRDR) get the weight, where
     companded MSE spends the bits on quiet ones. The error splits into the output's gain error
     along the signal, (1 - g)²·energy, and the residual orthogonal to it; `gain_weight` > 1
-    trades residual for an unshrunk output, since SSDR scores the gain and SRDR the residual."""
+    trades residual for an unshrunk output, since SSDR scores the gain and SRDR the residual.
+    `direction_weight` > 0 (audio) adds the mic pairs' cross-spectrum phase error
+    (`dance.spatial_loss`) to the distortion: the inter-microphone delays perception reads."""
     bits = sum(-torch.log2(l.float()).sum() for l in out["likelihoods"].values())
     rate = bits / x.numel()
     x_hat, x = out["x_hat"].float(), x.float()
@@ -277,7 +281,14 @@ def rate_distortion(out: dict, x: torch.Tensor, lmbda: float, distortion: str = 
         mse = (error.sum(1) / energy.sum(1)).mean()
     else:
         mse = torch.mean((x_hat - x) ** 2)
-    return {"loss": rate + lmbda * mse, "rate": rate, "mse": mse}
+    terms = {"rate": rate, "mse": mse}
+    distortion_total = mse
+    if direction_weight:
+        from .spatial_loss import cross_phase_loss
+        terms["phase"] = cross_phase_loss(expand_torch(x_hat, pre), expand_torch(x, pre),
+                                          pre.sample_rate)
+        distortion_total = mse + direction_weight * terms["phase"]
+    return {"loss": rate + lmbda * distortion_total, **terms}
 
 
 def _lmbda_range(value, levels: int) -> tuple[float, float]:
@@ -358,6 +369,9 @@ class Trainer:
             torch.set_num_threads(int(config["threads"]))
 
         self.pre = build_preprocessor(self.model_config)
+        # audio codecs that line the channels up (dance.align) train on lined-up crops
+        self.align_shift = int((self.model_config.get("align") or {}).get("max_shift", 0)) \
+            if self.kind == "audio" else 0
         splits = build_datasets(config["data"], self.kind, int(config["seed"]),
                                 int(self.model_config["in_channels"]), Preprocess(self.model_config))
         if d.main:
@@ -412,6 +426,8 @@ class Trainer:
         if self.distortion not in ("mse", "relative_linear") or (
                 self.distortion == "relative_linear" and self.kind != "audio"):
             raise ConfigError(f"distortion: {self.distortion!r} (mse, or relative_linear for audio)")
+        if float(config["direction_weight"]) and (self.kind != "audio" or self.pre.channels < 2):
+            raise ConfigError("direction_weight: needs multichannel audio")
         self.rate_ema: float | None = None
         if resume:
             self._load_state()
@@ -459,7 +475,8 @@ class Trainer:
     def _rate_distortion(self, out: dict, x: torch.Tensor,
                          lmbda: float | None = None) -> dict[str, torch.Tensor]:
         return rate_distortion(out, x, self.lmbda if lmbda is None else lmbda, self.distortion,
-                               self.pre, float(self.config["gain_weight"]))
+                               self.pre, float(self.config["gain_weight"]),
+                               float(self.config["direction_weight"]))
 
     def _draw_level(self) -> tuple[float | None, float]:
         """A continuous level for this batch and its lmbda (fixed-rate models: None, lmbda)."""
@@ -468,6 +485,12 @@ class Trainer:
         level = random.uniform(0, self.levels - 1)
         return level, geometric(level, self.levels, *self.lmbda_range)
 
+    def _lined_up(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.align_shift:
+            return x
+        from .align import align_batch
+        return align_batch(x, self.align_shift, self.pre.sample_rate)
+
     def _lr(self) -> float:
         return float(self.config["lr"]) * self._lr_factor()
 
@@ -475,7 +498,7 @@ class Trainer:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * self._lr_factor()
-        x = x.to(self.device, non_blocking=True)
+        x = self._lined_up(x.to(self.device, non_blocking=True))
         self.optimizer.zero_grad(set_to_none=True)
         level, lmbda = self._draw_level()
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
@@ -558,7 +581,7 @@ class Trainer:
         totals = {"rate": 0.0, "mse": 0.0, "quality_db": 0.0}
         count = 0
         for x in loader:
-            x = x.to(self.device)
+            x = self._lined_up(x.to(self.device))
             out = self.model(x)
             terms = self._rate_distortion(out, x)
             n = len(x)

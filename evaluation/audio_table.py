@@ -5,11 +5,15 @@ Every clip (7-channel WAV/FLAC files, or the mic stream of VRS recordings) is no
 (dance.preprocess: the DC notch at 10 Hz that the codecs use); that linear signal is the
 reference, and each method's output is brought back to it: MP3 and Opus code the filtered
 signal and decode it lined up (baselines/audio.py); a DANCE codec takes the raw int32 counts
-(filtering and companding inside) and its decoded counts are compared directly. Per method:
-encoder settings and parameters, compression ratio (int32 input bytes / coded bytes, headers
-included), and SSDR and SRDR (evaluation/spatial.py, 1 s frames every 0.5 s; a clip shorter
-than a frame is one frame) as medians over the frames of all clips. Outputs: a table, --report
-JSON, and a PNG of SSDR and SRDR vs compression ratio (--plot).
+(filtering and companding inside) and its decoded counts are compared directly, coded as one
+container per clip or, with --block N, as the runtime streams it (N-frame stream blocks, the
+ratio target's reservoir carried across them). Per method: encoder settings and parameters,
+compression ratio (int32 input bytes / coded bytes, headers included) overall and its range
+over clips, SSDR and SRDR (evaluation/spatial.py, 1 s frames every 0.5 s; a clip shorter than a
+frame is one frame) as medians over the frames of all clips and SSDR's worst clip, and the
+share of energetic 4096-sample windows whose mic-pair GCC-PHAT delays survived within one
+sample (evaluation/direction.py). Outputs: a table, --report JSON, and a PNG of SSDR and SRDR
+vs compression ratio (--plot).
 """
 from __future__ import annotations
 
@@ -44,6 +48,9 @@ def register(kinds: argparse._SubParsersAction) -> None:
                    help="use at most the first S seconds of each clip")
     p.add_argument("--ratio", type=float, metavar="N", help="encode DANCE codecs at this "
                    "compression ratio per clip (variable-rate codecs; default: their top level)")
+    p.add_argument("--block", type=int, default=0, metavar="FRAMES",
+                   help="code DANCE codecs in stream blocks of this many frames, as the "
+                        "runtime does (4096 in the graphs; default: one container per clip)")
     p.add_argument("--projection", default="spauq", choices=("spauq", "delayed"),
                    help="SSDR/SRDR projection (evaluation/spatial.py; default: as the "
                         "reference implementation)")
@@ -62,15 +69,24 @@ class Method:
     clips: list[dict] = field(default_factory=list)
     ssdr_frames: list[float] = field(default_factory=list)
     srdr_frames: list[float] = field(default_factory=list)
+    delay_hits: int = 0
+    delay_windows: int = 0
 
     def summary(self) -> dict:
         raw = sum(c["raw_bytes"] for c in self.clips)
         sent = sum(c["bytes"] for c in self.clips)
+        ratios = [c["raw_bytes"] / c["bytes"] for c in self.clips if c["bytes"]]
+        ssdrs = [c["ssdr_db"] for c in self.clips]
         return {"method": self.name, "family": self.family, "settings": self.settings,
                 "encoder_params": self.encoder_params, "clips": len(self.clips),
                 "frames": len(self.ssdr_frames), "bytes": sent, "raw_bytes": raw,
                 "compression_ratio": raw / sent if sent else None,
-                "ssdr_db": _median(self.ssdr_frames), "srdr_db": _median(self.srdr_frames)}
+                "clip_ratio_min": min(ratios, default=None),
+                "clip_ratio_max": max(ratios, default=None),
+                "ssdr_db": _median(self.ssdr_frames), "srdr_db": _median(self.srdr_frames),
+                "worst_clip_ssdr_db": min(ssdrs, default=None),
+                "delay_agreement": self.delay_hits / self.delay_windows
+                if self.delay_windows else None, "delay_windows": self.delay_windows}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +119,8 @@ def _run(args: argparse.Namespace) -> int:
         target = Target(ratio=args.ratio)
     except ValueError as exc:
         raise EvalError(f"--ratio: {exc}") from None
+    if args.block < 0:
+        raise EvalError(f"--block must be a positive number of frames, got {args.block}")
     started = time.monotonic()
     clips = clip_list(args.data)
     methods = baseline_methods(args.mp3, args.opus) + load_codecs(args.codec, args.device)
@@ -117,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
         reference = notch_filter(raw, rate)     # the metrics' linear reference, for every method
         for method in methods:
             progress.set_postfix_str(f"{Path(path).name} {method.name}")
-            evaluate(method, path, raw, reference, rate, args.projection, target)
+            evaluate(method, path, raw, reference, rate, args.projection, target, args.block)
             progress.update()
     progress.close()
     summaries = [m.summary() for m in methods]
@@ -188,14 +206,20 @@ def load_codecs(names: list[str], device: str) -> list[Method]:
 
 # -- one clip through one method ---------------------------------------------------------------
 def evaluate(method: Method, path: Path, raw, reference, rate: int, projection: str,
-             target=None) -> None:
+             target=None, block: int = 0) -> None:
     import numpy as np
 
     from baselines.audio import AudioBaselineDecoder, AudioBaselineEncoder
     from dance.preprocess import full_scale
+    from evaluation.direction import direction_agreement
     from evaluation.spatial import spatial_metrics
 
-    if method.family == "dance":
+    if method.family == "dance" and block:
+        encoder = method.coder.audio_encoder(rate, blocks=True)
+        coded = [encoder.encode(raw[i:i + block], target) for i in range(0, len(raw), block)]
+        sizes = [len(c) for c in coded]
+        estimate = full_scale(np.concatenate([method.coder.decompress(c) for c in coded]))
+    elif method.family == "dance":
         data = method.coder.compress(raw, sample_rate=rate, target=target)
         sizes = [len(data)]
         estimate = full_scale(method.coder.decompress(data))
@@ -208,12 +232,16 @@ def evaluate(method: Method, path: Path, raw, reference, rate: int, projection: 
     window = min(1.0, len(raw) / rate)
     scores = spatial_metrics(reference, estimate, rate, window_s=window, hop_s=window / 2,
                              projection=projection)
+    direction = direction_agreement(reference, estimate, rate)
     method.ssdr_frames += scores.frame_ssdr_db.tolist()
     method.srdr_frames += scores.frame_srdr_db.tolist()
+    method.delay_hits += int(direction.agree.sum())
+    method.delay_windows += int(direction.agree.size)
     method.clips.append({"clip": str(path), "seconds": len(raw) / rate, "bytes": sum(sizes),
                          "raw_bytes": raw.shape[0] * raw.shape[1] * 4,
                          "frames": len(scores.frame_ssdr_db),
-                         "ssdr_db": scores.ssdr_db, "srdr_db": scores.srdr_db})
+                         "ssdr_db": scores.ssdr_db, "srdr_db": scores.srdr_db,
+                         "delay_agreement": direction.agreement})
 
 
 # -- outputs -----------------------------------------------------------------------------------
@@ -222,16 +250,22 @@ def print_table(summaries: list[dict], clips: int, seconds: float) -> None:
     from rich.table import Table
 
     table = Table(title=f"dance eval audio: {clips} clips, {seconds:.1f} s",
-                  caption="ratio: int32 bytes / coded bytes; SSDR, SRDR: medians over 1 s "
-                          "frames")
-    for column in ("method", "settings", "enc. params", "ratio", "SSDR dB", "SRDR dB"):
+                  caption="ratio: int32 bytes / coded bytes (all clips; per-clip range); SSDR, "
+                          "SRDR: medians over 1 s frames; worst: the lowest clip's SSDR; delays: "
+                          "share of energetic window-pairs whose GCC-PHAT delay survived")
+    for column in ("method", "settings", "enc. params", "ratio", "clip ratios", "SSDR dB",
+                   "SRDR dB", "worst SSDR", "delays"):
         table.add_column(column, justify="left" if column in ("method", "settings") else "right")
     for s in summaries:
         ratio = s["compression_ratio"]
+        spread = f"{s['clip_ratio_min']:.0f}–{s['clip_ratio_max']:.0f}" \
+            if s["clip_ratio_min"] else "—"
+        agreement = s["delay_agreement"]
         table.add_row(s["method"], s["settings"], f"{s['encoder_params']:,}",
-                      f"{ratio:.1f}:1" if ratio else "—", fmt(s["ssdr_db"], "{:.2f}"),
-                      fmt(s["srdr_db"], "{:.2f}"))
-    Console().print(table)
+                      f"{ratio:.1f}:1" if ratio else "—", spread, fmt(s["ssdr_db"], "{:.2f}"),
+                      fmt(s["srdr_db"], "{:.2f}"), fmt(s["worst_clip_ssdr_db"], "{:.2f}"),
+                      f"{100 * agreement:.0f}%" if agreement is not None else "—")
+    Console(width=160).print(table)
 
 
 def plot_scores(summaries: list[dict], path: Path) -> None:
@@ -265,7 +299,7 @@ def plot_scores(summaries: list[dict], path: Path) -> None:
 def write_report(args: argparse.Namespace, summaries: list[dict], methods: list[Method],
                  seconds: float, wall_s: float) -> None:
     report = {"command": "dance eval audio", "codecs": args.codec, "data": args.data,
-              "projection": args.projection, "audio_seconds": round(seconds, 3),
+              "projection": args.projection, "ratio": args.ratio, "block": args.block, "audio_seconds": round(seconds, 3),
               "wall_s": round(wall_s, 1), "methods": summaries,
               "per_clip": {m.name: m.clips for m in methods}}
     write_json(args.report, report)

@@ -1,9 +1,10 @@
 """`encode` / `decode`: image and audio packets <-> DANCE bitstream packets.
 
-Encode emits one container per packet (audio: one per block, the preprocessing filter state
-carried across the blocks of each stream). The encoded packet keeps stream, timestamp, seq and the
-original meta, adding `codec` (name@hash), `kind` and `raw_bytes`; Decode restores the original
-packet type from it.
+Encode emits one container per image, and one lean stream block (bitstream version 3) per audio
+block: the preprocessing filter state and a ratio/kbps target's byte reservoir carry across the
+blocks of each stream, and the codec is named once per packet in the meta rather than in every
+block's bytes. The encoded packet keeps stream, timestamp, seq and the original meta, adding
+`codec` (name@hash), `kind` and `raw_bytes`; Decode restores the original packet type from it.
 
 Audio blocks already notch-filtered and companded by the `notch` and `compand` nodes (meta
 domain "mu-law") go into the model as they are, not filtered and companded a second time; their
@@ -21,6 +22,7 @@ from pipeline.node import Input, Node, Output, Param
 from pipeline.packet import MU_LAW, Packet
 
 CODEC_META = ("codec", "kind", "raw_bytes")
+MAX_REMEMBERED_CODECS = 64  # names a hostile stream invents are not remembered past this
 
 
 class Encode(Node):
@@ -82,8 +84,8 @@ class Encode(Node):
             companded = packet.meta.get("domain") == MU_LAW
             if companded:
                 self._check_companding(packet)
-            session = self._audio_streams[packet.stream] = self.codec.audio_encoder(rate,
-                                                                                    companded)
+            session = self._audio_streams[packet.stream] = self.codec.audio_encoder(
+                rate, companded, blocks=True)
         self._emit_encoded(packet, "audio", session.encode(packet.payload, self.target))
 
     def _check_companding(self, packet: Packet) -> None:
@@ -122,22 +124,22 @@ class Decode(Node):
         self._fixed = load_codec(self.checkpoint, device=self.device) if self.checkpoint else None
 
     def on_encoded(self, packet: Packet) -> None:
-        from dance.bitstream import BitstreamError, unpack
+        from dance.bitstream import BitstreamError
         from dance.zoo import CheckpointError
         try:
-            container = unpack(packet.payload)
-            key = (container.codec_name, container.codec_hash)
-            if self._fixed is None and key not in self._codecs:
+            key = _codec_key(packet)
+            codec = self._fixed or self._codecs.get(key)
+            if codec is None and self._fixed is None and key not in self._codecs:
                 try:
-                    self._codecs[key] = self._load(*key, device=self.device)
+                    codec = self._load(*key, device=self.device)
                 except CheckpointError:
-                    self._codecs[key] = None  # not installed: looked up once, then rejected
-            codec = self._fixed or self._codecs[key]  # decode() rejects another codec's stream
+                    codec = None
+                if codec is not None or len(self._codecs) < MAX_REMEMBERED_CODECS:
+                    self._codecs[key] = codec  # a missing one is looked up once, then rejected
             if codec is None:
-                raise BitstreamError(f"no installed checkpoint is {container.codec_name}@"
-                                     f"{container.codec_hash.hex()}")
-            array, _ = codec.decode(packet.payload,
-                                    companded=packet.meta.get("domain") == MU_LAW)
+                raise BitstreamError(f"no installed checkpoint is {key[0]}@{key[1].hex()}")
+            array, container = codec.decode(packet.payload,
+                                            companded=packet.meta.get("domain") == MU_LAW)
         except BitstreamError:  # damaged, crafted or unknown: counted, the stream goes on
             self.counters["rejected"] = self.counters.get("rejected", 0) + 1
             return
@@ -149,3 +151,22 @@ class Decode(Node):
             meta.update(channels=int(array.shape[1]))
             meta.setdefault("sample_rate", container.sample_rate)
         self.emit(container.kind, packet.replace(payload=array, meta=meta))
+
+
+def _codec_key(packet: Packet) -> tuple[str, bytes]:
+    """(name, hash prefix) of the codec that wrote a packet: from a container's header, or for a
+    stream block (which names no codec) from the packet's `codec` meta, `name@hexhash`."""
+    from dance.bitstream import HASH_BYTES, BitstreamError, is_block, unpack
+    if not isinstance(packet.payload, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"payload is {type(packet.payload).__name__}, not bytes")
+    if not is_block(packet.payload):
+        container = unpack(packet.payload)
+        return container.codec_name, container.codec_hash
+    name, _, digest = str(packet.meta.get("codec", "")).rpartition("@")
+    try:
+        prefix = bytes.fromhex(digest)
+    except ValueError:
+        prefix = b""
+    if not name or len(prefix) != HASH_BYTES:
+        raise BitstreamError("a stream block needs its codec in the packet meta (name@hash)")
+    return name, prefix

@@ -67,3 +67,24 @@ def test_bad_inputs_give_one_error_line(tmp_path, clips, capsys):
     assert "is an image codec" in capsys.readouterr().err
     assert main(["eval", "audio", "--data", str(clips), "--opus", "6k"]) == 2
     assert "--opus takes bit rates" in capsys.readouterr().err
+
+
+def test_stream_blocks_and_direction_columns(tmp_path, clips):
+    """--block codes DANCE as the runtime streams it (v3 blocks, reservoir) and every method gets
+    the delay agreement, the per-clip ratio range and the worst clip's SSDR."""
+    from .test_stream_blocks import VR_AUDIO
+    codec = tiny_checkpoint(tmp_path / "vr.pt", VR_AUDIO)
+    report = tmp_path / "blocks.json"
+    assert main(["eval", "audio", "--codec", str(codec), "--data", str(clips), "--mp3", "",
+                 "--opus", "6000", "--block", "4096", "--ratio", "300", "--report", str(report),
+                 "--plot", str(tmp_path / "b.png")]) == 0
+    result = json.loads(report.read_text())
+    assert result["block"] == 4096
+    methods = {m["method"]: m for m in result["methods"]}
+    for m in methods.values():
+        assert 0 <= m["delay_agreement"] <= 1 and m["delay_windows"] > 0
+        assert m["clip_ratio_min"] <= m["compression_ratio"] <= m["clip_ratio_max"]
+        assert m["worst_clip_ssdr_db"] <= m["ssdr_db"] + 1e-9   # equal clips: min median <= median
+    for clip in result["per_clip"]["tiny-audio-vr"]:
+        assert abs(clip["raw_bytes"] / clip["bytes"] / 300 - 1) < 0.05
+    assert main(["eval", "audio", "--data", str(clips), "--block", "-5"]) == 2

@@ -55,7 +55,7 @@ def test_audio_stream_round_trip_keeps_filter_state(ckpts):
         block = signal[i * 4096:(i + 1) * 4096]
         enc.handle("audio", audio_packet("mic", 1_000 + i * 85_333_333, i, block, 48000))
     # the node's session carried the DC filter state: same bytes as one streaming encoder
-    session = enc.codec.audio_encoder(48000)
+    session = enc.codec.audio_encoder(48000, blocks=True)
     expected = [session.encode(signal[i * 4096:(i + 1) * 4096]) for i in range(3)]
     assert [p.payload for _, p in encoded] == expected
     for _, packet in encoded:

@@ -73,8 +73,21 @@ class DanceAutoencoder(CodecModel):
         return encoder[1:] if pooled and self.pool > 1 else fold_pool(encoder, self.dims)
 
     def code(self, outputs: tuple[torch.Tensor, ...], level: int):
+        self.__dict__.pop("_estimating", None)    # a search ends in coding: let outputs go
         y = outputs[0][0].to(torch.float32)
         return [self.entropy_bottleneck.code(y, self.check_level(level))], [tuple(y.shape)]
+
+    def estimate_bytes(self, outputs: tuple[torch.Tensor, ...], level: int) -> list[int]:
+        """The string's length from its symbols' information content (no coding): that of
+        `code` for most latents, else a 32-bit word off (`FactorizedPrior.estimate_bytes`).
+        The level-independent work is kept for the next call with the same `outputs` (a
+        target search sizes several levels of one latent; outputs are not changed in place)
+        until `code` is called."""
+        cached = self.__dict__.get("_estimating")
+        if cached is None or cached[0] is not outputs:
+            centered = self.entropy_bottleneck.centered(outputs[0][0].to(torch.float32))
+            cached = self.__dict__["_estimating"] = (outputs, centered)
+        return [self.entropy_bottleneck.estimate_bytes(None, self.check_level(level), cached[1])]
 
     def decompress(self, strings: list[bytes], shapes: list[tuple[int, ...]],
                    level: int) -> torch.Tensor:
