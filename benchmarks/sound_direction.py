@@ -6,7 +6,8 @@ array in a random reverberant shoebox room (pyroomacoustics), scales it to Aria-
 counts with the real DC offsets, and compares the time difference of arrival the node estimates
 between two microphones with the geometric one (exact path lengths).
 
-    python benchmarks/sound_direction.py [--checkpoint aria-audio-fast] [--trials 8] [--mics 0 5]
+    python benchmarks/sound_direction.py [--checkpoint aria-audio-spatial] [--ratio 600]
+                                         [--trials 8] [--mics 0 5]
 """
 from __future__ import annotations
 
@@ -53,14 +54,17 @@ def simulated_blocks(rng: np.random.Generator) -> tuple[list, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="aria-audio-fast")
+    parser.add_argument("--checkpoint", default="aria-audio-spatial")
+    parser.add_argument("--ratio", type=float, default=600.0,
+                        help="target compression ratio (variable-rate codecs; 0: top level)")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--mics", type=int, nargs=2, default=[0, 5])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     a, b = args.mics
     rng = np.random.default_rng(args.seed)
-    encode, decode = Encode(name="enc", checkpoint=args.checkpoint), Decode(name="dec")
+    encode = Encode(name="enc", checkpoint=args.checkpoint, ratio=args.ratio or None)
+    decode = Decode(name="dec")
     errors: dict[str, list] = {"raw": [], "decoded": []}
     raw_bytes = coded_bytes = 0
     for _ in tqdm(range(args.trials), desc="rooms"):

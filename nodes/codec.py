@@ -32,7 +32,7 @@ class Encode(Node):
     audio = Input("audio", "frames×channels blocks (for an audio codec)")
     control = Input("metrics", "target changes: a dict with one of level, ratio, bytes, bitrate")
     encoded = Output("encoded", "one DANCE container per packet")
-    checkpoint = Param(str, doc="checkpoint file or zoo name (aria-image, aria-audio-fast, aria-audio)")
+    checkpoint = Param(str, doc="checkpoint file or zoo name (aria-image, aria-audio-spatial, aria-audio-fast)")
     device = Param(str, "cpu", "torch device for the encoder (cpu, cuda, cuda:N)")
     precision = Param(str, "float32", "encoder arithmetic; bfloat16 is ~1.4x faster on CPUs "
                       "with AVX512-BF16, and its containers decode with the same decoder",
