@@ -152,6 +152,17 @@ def _verify_budget(budget: float, top: int, size: Callable[[int], int],
     return level
 
 
+def bisect_highest(budget: float, low: int, high: int, size: Callable[[int], float]) -> int:
+    """Highest level in [low, high] whose size is <= budget, given size(low) <= budget."""
+    while low < high:
+        mid = (low + high + 1) // 2
+        if size(mid) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 def _highest_within(budget: float, levels: int, size: Callable[[int], float],
                     hint: int | None = None) -> int | None:
     """Highest level whose size is <= budget (sizes grow with the level), or None. From `hint`
@@ -159,16 +170,7 @@ def _highest_within(budget: float, levels: int, size: Callable[[int], float],
     they leave — about four sizes for sizes that grow smoothly with the level, where galloping
     out from the hint and bisecting took five or six; without one, bisection."""
     if hint is None:
-        if size(0) > budget:
-            return None
-        low, high = 0, levels - 1
-        while low < high:
-            mid = (low + high + 1) // 2
-            if size(mid) <= budget:
-                low = mid
-            else:
-                high = mid - 1
-        return low
+        return None if size(0) > budget else bisect_highest(budget, 0, levels - 1, size)
     below, above = -1, levels       # size(below) <= budget < size(above): answer in [below, above)
     known: dict[int, float] = {}
     level = min(max(int(hint), 0), levels - 1)

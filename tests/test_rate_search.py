@@ -15,7 +15,8 @@ from dance.export import lift_to_2d
 from dance.models import CodecModel, build_model
 from dance.preprocess import (AudioPreprocessor, NotchFilter, StreamNotch, compand, expand,
                               full_scale, notch_sos)
-from dance.targets import ESTIMATE_SLACK, Target, TargetError, _highest_within, choose_level
+from dance.targets import (ESTIMATE_SLACK, Target, TargetError, _highest_within, bisect_highest,
+                           choose_level)
 from dance.zoo import CheckpointError
 
 from .dance_testing import TINY_AUDIO, sample_audio, tiny_checkpoint
@@ -144,13 +145,7 @@ def old_highest_within(budget, levels, size, hint):
                 high, jump = probe - 1, jump * 2
             if low is None:
                 return None
-    while low < high:
-        mid = (low + high + 1) // 2
-        if size(mid) <= budget:
-            low = mid
-        else:
-            high = mid - 1
-    return low
+    return bisect_highest(budget, low, high, size)
 
 
 def ladders(rng, count):
