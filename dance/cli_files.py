@@ -369,15 +369,27 @@ def _decode_line(item: Item, data: bytes, codec, container, destination: str,
 
 def _decode(item: Item, data: bytes, args: argparse.Namespace, codecs: dict):
     """(codec, array, container) of one .dnc; the codec is -c or the one the stream names."""
-    from .bitstream import BitstreamError, unpack
+    from .bitstream import BitstreamError, is_block, unpack
 
     try:
-        container = unpack(data)
-        codec = _decoder(item, container, args, codecs)
+        if is_block(data):      # a stream block names no codec: it takes -c
+            if not args.codec:
+                raise CliError(f"{item.label}: a stream block (bitstream version 3) names no "
+                               "codec: pass its checkpoint with -c")
+            if args.codec not in codecs:
+                codecs[args.codec] = _load(args)
+            codec = codecs[args.codec]
+        else:
+            codec = _decoder(item, unpack(data), args, codecs)
         array, container = codec.decode(data)
     except BitstreamError as exc:
         raise CliError(f"{item.label}: {exc}") from None
     return codec, array, container
+
+
+def _load(args: argparse.Namespace):
+    from .codec import load_codec
+    return load_codec(args.codec, device=args.device)
 
 
 def _decoder(item: Item, container, args: argparse.Namespace, codecs: dict):

@@ -375,3 +375,18 @@ def test_bad_flag_combinations_give_one_error_line(ckpts, vr_ckpt, tmp_path, cap
     (tmp_path / "bad.vrs").write_bytes(b"not a recording" * 100)
     result = dance("extract", tmp_path / "bad.vrs", "--images", tmp_path / "o")
     assert result.returncode == 2 and _one_error_line(result.stderr), result.stderr
+
+
+def test_decode_a_stream_block_needs_its_checkpoint(ckpts, tmp_path, capsys):
+    """A stream block (bitstream v3, what the encode node sends) names no codec: -c decodes it,
+    without -c one error line says so."""
+    from .dance_testing import sample_audio
+    _, audio_ckpt = ckpts
+    codec = load_codec(audio_ckpt)
+    block = tmp_path / "block.dnc"
+    block.write_bytes(codec.audio_encoder(48000, blocks=True).encode(sample_audio(4096)))
+    assert main(["decode", str(block), "-o", str(tmp_path / "a.wav")]) == 2
+    assert _one_error_line(capsys.readouterr().err)
+    assert main(["decode", str(block), "-c", str(audio_ckpt), "-o", str(tmp_path / "b.wav")]) == 0
+    decoded, rate = sf.read(tmp_path / "b.wav", dtype="int32")
+    assert decoded.shape == (4096, 7) and rate == 48000
