@@ -30,18 +30,6 @@ def decode_stream(codec, raw: np.ndarray, rate: int, ratio: float) -> tuple[np.n
     return full_scale(decoded), sum(map(len, coded))
 
 
-def gcc_curve(block: np.ndarray, a: int, b: int, reach: int, upsample: int = 4) -> np.ndarray:
-    from dance.align import BAND_HZ
-    n = 2 * len(block)
-    spectra = np.fft.rfft(block[:, [a, b]], n, axis=0)
-    cross = spectra[:, 1] * np.conj(spectra[:, 0])
-    freqs = np.fft.rfftfreq(n, 1 / 48_000)
-    cross[(freqs < BAND_HZ[0]) | (freqs > BAND_HZ[1])] = 0
-    cross /= np.maximum(np.abs(cross), np.abs(cross).max() * 1e-2)
-    corr = np.fft.irfft(cross, n * upsample)
-    return np.concatenate((corr[-reach * upsample:], corr[:reach * upsample + 1]))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clip", type=Path, default=ROOT / "runs" / "sim-real-eval" / "sim_4000000.wav")
@@ -61,6 +49,7 @@ def main() -> int:
     import soundfile as sf
 
     from dance import zoo
+    from dance.align import gcc_phat
     from dance.codec import Codec
     from dance.preprocess import notch_filter
 
@@ -82,7 +71,7 @@ def main() -> int:
         window = signal[start:start + BLOCK]
         axes[0].plot(t, window[1500:2524, a], lw=0.8, label=label)
         axes[1].plot(t, window[1500:2524, b], lw=0.8, label=label)
-        curve = gcc_curve(window, a, b, reach=30)
+        curve = gcc_phat(window, [(a, b)], 30, rate, upsample=4)[:, 0]
         lags = np.arange(len(curve)) / 4 - 30
         axes[2].plot(lags, curve / max(curve.max(), 1e-12), lw=1, label=label)
     for ax, title in ((axes[0], f"mic {a}"), (axes[1], f"mic {b}")):

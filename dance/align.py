@@ -30,14 +30,15 @@ PHAT_FLOOR_DB = 40.0        # bins this far below a pair's strongest get proport
 FIT_TOLERANCE = 1           # samples: a pair agrees with a delay set within this
 
 
-def gcc_phat_delays(block: np.ndarray, pairs: list[tuple[int, int]], max_lag: int,
-                    sample_rate: int, band: tuple[float, float] = BAND_HZ,
-                    dynamic_db: float = PHAT_FLOOR_DB, upsample: int = 1) -> np.ndarray:
-    """GCC-PHAT delay (samples, in 1/upsample steps) of channel j behind channel i for each pair
-    (i, j) of one window `block` (samples×channels), from the frequencies within `band` (Hz);
-    bins more than `dynamic_db` below a pair's strongest are weighted down in proportion.
-    Zero-padded to twice the length against wrap-around: a circular correlation is ~2× cheaper,
-    but on reverberant rooms its delays fit the padded ones 5–8 points less often."""
+def gcc_phat(block: np.ndarray, pairs: list[tuple[int, int]], max_lag: int, sample_rate: int,
+             band: tuple[float, float] = BAND_HZ, dynamic_db: float = PHAT_FLOOR_DB,
+             upsample: int = 1) -> np.ndarray:
+    """GCC-PHAT correlation (2·max_lag·upsample + 1 lags from −max_lag, pairs) of channel j
+    against channel i for each pair (i, j) of one window `block` (samples×channels), from the
+    frequencies within `band` (Hz); bins more than `dynamic_db` below a pair's strongest are
+    weighted down in proportion. Zero-padded to twice the length against wrap-around: a
+    circular correlation is ~2× cheaper, but on reverberant rooms its delays fit the padded
+    ones 5–8 points less often."""
     from scipy import fft
     n = 2 * len(block)
     spectra = fft.rfft(block, n, axis=0)                         # (bins, C)
@@ -51,8 +52,16 @@ def gcc_phat_delays(block: np.ndarray, pairs: list[tuple[int, int]], max_lag: in
     full[inside] = cross / np.maximum(magnitude, floor)
     corr = fft.irfft(full, n * upsample, axis=0)
     reach = max_lag * upsample
-    corr = np.concatenate((corr[-reach:], corr[:reach + 1]))     # lags -reach..reach
-    return (np.argmax(corr, axis=0) - reach) / upsample
+    return np.concatenate((corr[-reach:], corr[:reach + 1]))     # lags -reach..reach
+
+
+def gcc_phat_delays(block: np.ndarray, pairs: list[tuple[int, int]], max_lag: int,
+                    sample_rate: int, band: tuple[float, float] = BAND_HZ,
+                    dynamic_db: float = PHAT_FLOOR_DB, upsample: int = 1) -> np.ndarray:
+    """GCC-PHAT delay (samples, in 1/upsample steps) of channel j behind channel i for each pair
+    (i, j): the peak of `gcc_phat` within ±max_lag."""
+    corr = gcc_phat(block, pairs, max_lag, sample_rate, band, dynamic_db, upsample)
+    return (np.argmax(corr, axis=0) - max_lag * upsample) / upsample
 
 
 def channel_delays(block: np.ndarray, max_shift: int, sample_rate: int) -> np.ndarray:

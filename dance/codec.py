@@ -180,17 +180,18 @@ class Codec:
                 packed[level] = wrap(level, *self.model.code(outputs, level))
             return packed[level]
 
-        estimate = None
-        if type(self.model).estimate_bytes is not CodecModel.estimate_bytes:  # a cheap estimate
-            shapes = self.model.string_shapes(tuple(s * self.input_pool for s in x.shape[2:]))
+        shapes = self.model.string_shapes(tuple(s * self.input_pool for s in x.shape[2:]))
 
-            def estimate(level: int) -> int:
-                sizes = self.model.estimate_bytes(outputs, level)
-                return len(wrap(level, [bytes(n) for n in sizes], shapes))
+        def estimate(level: int) -> int:
+            sizes = self.model.estimate_bytes(outputs, level)
+            return len(wrap(level, [bytes(n) for n in sizes], shapes))
 
+        # only a family with a cheap estimate (not the default, which codes) gets it
+        cheap = type(self.model).estimate_bytes is not CodecModel.estimate_bytes
         seconds = len(array) / sample_rate if self.kind == "audio" and sample_rate else None
         level = choose_level(target or Target(), self.levels, lambda k: len(pack(k)),
-                             raw_bytes(array), seconds, carry, hint, estimate)
+                             raw_bytes(array), seconds, carry, hint,
+                             estimate if cheap else None)
         return pack(level), level
 
     def _channel_means(self, x: torch.Tensor, size: tuple[int, int]) -> bytes:
