@@ -24,11 +24,12 @@ def _photo(h: int = 300, w: int = 420, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture
 def mask_path(tmp_path):
-    """The real Aria mask when the shared data is here, else a disc of the same kind."""
+    """The real Aria mask when the shared data is here, else a disc of the same kind (black
+    beyond a circle, as the fisheye's image circle leaves the corners)."""
     if MASK.exists():
         return MASK
     yy, xx = np.mgrid[0:256, 0:256]
-    disc = (((yy - 128) ** 2 + (xx - 128) ** 2) < 128 ** 2) * 255
+    disc = (((yy - 128) ** 2 + (xx - 128) ** 2) < 100 ** 2) * 255
     path = tmp_path / "mask.png"
     Image.fromarray(np.repeat(disc[..., None], 3, -1).astype(np.uint8)).save(path)
     return path

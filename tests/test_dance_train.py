@@ -89,13 +89,25 @@ def test_ddp_on_two_cpu_processes_with_gloo(tmp_path, aea_vrs):
     assert [int(r["step"]) for r in _log(out) if r["split"] == "train"] == [1, 2, 3, 4]
 
 
+def _image_folder(path):
+    """Two small PNGs: data that exists without ../shared, for checks after the data's."""
+    from PIL import Image
+
+    from .dance_testing import sample_image
+    path.mkdir()
+    for i in range(2):
+        Image.fromarray(sample_image(64, 64, seed=i)).save(path / f"{i}.png")
+    return f"data.sources=[{path}]"
+
+
 def test_bad_config_and_data_give_one_line_errors(tmp_path):
     unknown = dance("train", "--config", TINY, "--set", "bogus=1")
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].startswith("error: --set bogus")
     missing = dance("train", "--config", TINY, "--set", f"out={tmp_path}", "--set", f"data.sources=[{tmp_path}/none.vrs]")
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1] == f"error: {tmp_path}/none.vrs: no such file or folder"
-    no_resume = dance("train", "--config", TINY, "--set", f"out={tmp_path / 'fresh'}", "--resume")
+    no_resume = dance("train", "--config", TINY, "--set", f"out={tmp_path / 'fresh'}",
+                      "--set", _image_folder(tmp_path / "images"), "--resume")
     assert no_resume.returncode == 2 and "no training state" in no_resume.stderr
 
 
@@ -109,7 +121,7 @@ def test_rate_is_bits_per_input_element():
     assert terms["loss"].item() == pytest.approx(terms["rate"].item() + 100.0 * 0.01)
 
 
-def test_relative_linear_distortion_weights_loud_passages_in_the_linear_domain():
+def test_relative_linear_distortion_weights_loud_passages_in_the_linear_domain(tmp_path):
     from dance.preprocess import AudioPreprocessor, compand
     pre = AudioPreprocessor(channels=2, scale=2.0 ** 26, mu=255.0)
     rng = np.random.default_rng(0)
@@ -127,7 +139,8 @@ def test_relative_linear_distortion_weights_loud_passages_in_the_linear_domain()
     assert shrunk["mse"].item() == pytest.approx(0.04, rel=1e-3)   # all of it is gain error
     plain = train.rate_distortion(out, x, 1.0)
     assert plain["mse"].item() != pytest.approx(0.01, rel=0.1)      # companded MSE differs
-    image = dance("train", "--config", TINY, "--set", "distortion=relative_linear")
+    image = dance("train", "--config", TINY, "--set", "distortion=relative_linear",
+                  "--set", _image_folder(tmp_path / "images"))
     assert image.returncode == 2 and "distortion" in image.stderr.strip().splitlines()[-1]
 
 
