@@ -1,4 +1,4 @@
-"""The Project Aria (gen 1) microphone array: positions and the speed of sound.
+"""The Project Aria (gen 1) microphone array: positions, level and the speed of sound.
 
 numpy only, so that nodes needing the geometry (sound direction, synthetic sources) load
 without torch or pyroomacoustics.
@@ -8,6 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 SPEED_OF_SOUND = 343.0
+
+# The array records quietly in its int32 counts: a talker near the wearer peaks around -50 dBFS
+# (the sample recording, after the DC notch: -52.6 dBFS; simulated rooms -59..-47). Speech models
+# trained on normalised audio (Whisper, silero-vad) hear it this much louder.
+ARIA_SPEECH_GAIN_DB = 40.0
 
 # CAD positions (metres, device frame) of mic0..mic6 from the sample recording's calibration
 # (get_transform_device_sensor("micN", True)); see ../shared/data/aea/README.md.

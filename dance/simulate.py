@@ -29,6 +29,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -189,8 +190,9 @@ def split_of(name: str) -> str:
     return "heldout" if digest % 100 < HELDOUT_PERCENT else "train"
 
 
-def split_files(folder: str | Path, split: str) -> list[Path]:
-    """The audio files of ``folder`` (recursively, sorted) in ``split``."""
+def split_files(folder: str | Path, split: str, include: str = "") -> list[Path]:
+    """The audio files of ``folder`` (recursively, sorted) in ``split``; with ``include``
+    (comma-separated file-name patterns, e.g. "ktuberling_*,alsa_*") only those matching one."""
     folder = Path(folder)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
@@ -199,7 +201,12 @@ def split_files(folder: str | Path, split: str) -> list[Path]:
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise ValueError(f"{folder}: no {'/'.join(sorted(AUDIO_SUFFIXES))} files in this folder")
-    return [p for p in files if split_of(p.name) == split]
+    patterns = [p.strip() for p in include.split(",") if p.strip()]
+    chosen = [p for p in files if split_of(p.name) == split
+              and (not patterns or any(fnmatch(p.name, pattern) for pattern in patterns))]
+    if patterns and not chosen:
+        raise ValueError(f"{folder}: no {split} file matches --include {include!r}")
+    return chosen
 
 
 def read_mono(path: str | Path, fs: int = SAMPLE_RATE) -> np.ndarray:
@@ -217,9 +224,10 @@ def read_mono(path: str | Path, fs: int = SAMPLE_RATE) -> np.ndarray:
     return x
 
 
-def load_recordings(folder: str | Path, split: str = "train", fs: int = SAMPLE_RATE) -> list[np.ndarray]:
+def load_recordings(folder: str | Path, split: str = "train", fs: int = SAMPLE_RATE,
+                    include: str = "") -> list[np.ndarray]:
     """The mono recordings of one split, read once; those shorter than 0.3 s are skipped."""
-    recordings = [x for f in split_files(folder, split) if len(x := read_mono(f, fs)) >= MIN_RECORDING_SECONDS * fs]
+    recordings = [x for f in split_files(folder, split, include) if len(x := read_mono(f, fs)) >= MIN_RECORDING_SECONDS * fs]
     if not recordings:
         raise ValueError(f"{folder}: no {split} recordings of at least {MIN_RECORDING_SECONDS} s")
     return recordings
@@ -462,13 +470,14 @@ def _write_clip(job: tuple[Path, int, float]) -> None:
     os.replace(partial, path)
 
 
-def _folder_settings(seconds: float, sources: str | Path | None, split: str | None) -> dict:
+def _folder_settings(seconds: float, sources: str | Path | None, split: str | None,
+                     include: str = "") -> dict:
     """What a folder's clips depend on besides the seed; the recordings by file name and size."""
-    files = split_files(sources, split) if sources is not None else []
+    files = split_files(sources, split, include) if sources is not None else []
     fingerprint = hashlib.sha256("".join(f"{p.name}:{p.stat().st_size}\n" for p in files).encode()).hexdigest()
     return {"generator": GENERATOR_VERSION, "seconds": float(seconds),
             "sources": str(Path(sources).resolve()) if sources is not None else None, "split": split,
-            "recordings": fingerprint[:16] if files else None}
+            "recordings": fingerprint[:16] if files else None, **({"include": include} if include else {})}
 
 
 def _check_folder(out: Path, settings: dict) -> None:
@@ -484,20 +493,20 @@ def _check_folder(out: Path, settings: dict) -> None:
 
 
 def write_folder(out: Path, count: int, seconds: float, base_seed: int = 0, sources: str | Path | None = None,
-                 split: str | None = None, workers: int = 1) -> list[Path]:
+                 split: str | None = None, workers: int = 1, include: str = "") -> list[Path]:
     """Write ``count`` clips as 7-channel 48 kHz PCM_32 WAV files named sim_<seed>.wav.
 
     Clips already in ``out`` are kept (the folder's settings must match), so a larger count only adds
     clips.  ``sources``: a folder of mono recordings, of which ``split`` (default "train") is used;
-    ``workers`` processes simulate in parallel.
+    ``include`` narrows them to matching file names; ``workers`` processes simulate in parallel.
     """
     from tqdm import tqdm
 
     out = Path(out)
     split = (split or "train") if sources is not None else None
-    settings = _folder_settings(seconds, sources, split)
+    settings = _folder_settings(seconds, sources, split, include)
     _check_folder(out, settings)
-    recordings = load_recordings(sources, split) if sources is not None else None
+    recordings = load_recordings(sources, split, include=include) if sources is not None else None
     out.mkdir(parents=True, exist_ok=True)
     (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     paths = [out / f"sim_{seed:06d}.wav" for seed in range(base_seed, base_seed + count)]
@@ -521,8 +530,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--count and --seconds must be positive")
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
-    if args.split and args.sources is None:
-        raise ValueError("--split needs --sources")
+    if (args.split or args.include) and args.sources is None:
+        raise ValueError("--split and --include need --sources")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -534,11 +543,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", type=Path, help="folder of mono recordings to use as sources "
                         "(e.g. ../shared/data/train/audio); default: synthetic sources only")
     parser.add_argument("--split", choices=SPLITS, help="which recordings of --sources (default: train)")
+    parser.add_argument("--include", default="", metavar="PATTERNS",
+                        help="only recordings whose file name matches one of these comma-separated "
+                             "patterns, e.g. 'ktuberling_*,alsa_*' (the speech)")
     parser.add_argument("--workers", type=int, default=1, help="processes simulating clips in parallel")
     args = parser.parse_args(argv)
     try:
         _check_args(args)
-        write_folder(args.out, args.count, args.seconds, args.seed, args.sources, args.split, args.workers)
+        write_folder(args.out, args.count, args.seconds, args.seed, args.sources, args.split, args.workers,
+                     args.include)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

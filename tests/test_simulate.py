@@ -55,6 +55,19 @@ def test_split_by_file_name_is_disjoint_covers_every_file_and_holds_out_about_15
     assert {simulate.split_of(p.name) for p in held} == {"heldout"}
 
 
+def test_include_keeps_only_matching_names_of_the_split(tmp_path):
+    names = [f"{kind}_{i}.wav" for kind in ("speech", "music") for i in range(30)]
+    for name in names:
+        sf.write(tmp_path / name, np.zeros(100), FS)
+    held = [n for n in names if simulate.split_of(n) == "heldout"]
+    chosen = [p.name for p in simulate.split_files(tmp_path, "heldout", "speech_*, music_1*")]
+    assert chosen == sorted(n for n in held if n.startswith("speech_") or n.startswith("music_1"))
+    assert chosen and set(chosen) < set(held)
+    with pytest.raises(ValueError, match="no heldout file matches --include 'noise_\\*'"):
+        simulate.split_files(tmp_path, "heldout", "noise_*")
+    assert simulate.main(["--out", str(tmp_path / "o"), "--include", "speech_*"]) == 2
+
+
 def test_read_mono_averages_channels_and_resamples_to_48k(tmp_path):
     t = np.arange(16000) / 16000
     stereo = np.stack([np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 440 * t)], axis=1) * 0.5
