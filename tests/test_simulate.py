@@ -188,7 +188,7 @@ def test_cli_caches_clips_adds_only_missing_ones_and_refuses_other_settings(tmp_
     (["--count", "0"], "--count and --seconds must be positive"),
     (["--sources", "MISSING"], "sources folder not found"),
     (["--sources", "EMPTY"], "no .flac/.wav files in this folder"),
-    (["--split", "heldout"], "--split needs --sources"),
+    (["--split", "heldout"], "--split and --include need --sources"),
 ])
 def test_bad_arguments_give_one_error_line_and_exit_2(tmp_path, capsys, extra, message):
     (tmp_path / "EMPTY").mkdir()
