@@ -12,6 +12,7 @@ held out and a note says so.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 from dataclasses import dataclass
@@ -68,6 +69,17 @@ def resolve_source(source: str | Path) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"{text}: package {package!r} is not installed")
     return Path(list(spec.submodule_search_locations)[0]) / relative
+
+
+HELDOUT_PERCENT = 15
+SPLITS = ("train", "heldout")
+
+
+def split_of(name: str) -> str:
+    """"heldout" for ~15 % of file names, else "train": a stable hash, so the split never moves
+    (the training recordings and photos are split by it; evaluations use "heldout")."""
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+    return "heldout" if digest % 100 < HELDOUT_PERCENT else "train"
 
 
 def split_by_recording(recordings: Sequence[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:

@@ -38,7 +38,7 @@ import pyroomacoustics as pra
 import torch
 from scipy import signal
 
-from .data import AUDIO_SUFFIXES
+from .data import AUDIO_SUFFIXES, SPLITS, split_of
 from .geometry import ARIA_MIC_POSITIONS
 
 SAMPLE_RATE = 48_000
@@ -65,8 +65,6 @@ BACKGROUND_DB_BELOW = (15.0, 30.0)  # at the mics, below the main sources
 REAL_SOURCE_PROB = 0.7
 MAX_GAP_SECONDS = 0.6
 MIN_RECORDING_SECONDS = 0.3
-HELDOUT_PERCENT = 15
-SPLITS = ("train", "heldout")
 
 
 def mic_positions_from_vrs(vrs_path: str | Path) -> np.ndarray:
@@ -183,12 +181,6 @@ SOURCE_PROBS = {"speech": 0.4, "noise": 0.25, "tone": 0.15, "transient": 0.2}
 
 
 # ----------------------------------------------------------------------------- real recordings
-
-def split_of(name: str) -> str:
-    """"heldout" for ~15 % of file names, else "train": a stable hash, so the split never moves."""
-    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
-    return "heldout" if digest % 100 < HELDOUT_PERCENT else "train"
-
 
 def split_files(folder: str | Path, split: str, include: str = "") -> list[Path]:
     """The audio files of ``folder`` (recursively, sorted) in ``split``; with ``include``

@@ -19,6 +19,8 @@ BUILTIN = {
     "clip_zero_shot": "nodes.clip:ClipZeroShot",
     "classify": "nodes.classify:Classify",
     "label_retention": "nodes.retention:LabelRetention",
+    "split_head": "nodes.split:SplitHead",
+    "split_tail": "nodes.split:SplitTail",
     "transcribe": "nodes.speech:Transcribe",
     "vad": "nodes.speech:VoiceActivityNode",
     "speech_retention": "nodes.speech:SpeechRetention",

@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from dance.cli import register
     register(sub)
+    from perception.split_cli import register as register_split
+    register_split(sub)
     return parser
 
 
