@@ -1,9 +1,10 @@
 """Lightweight codecs for the feature tensor of a split network (seed 002): no retraining of
 the network, a few comparisons per element on the device.
 
-`EcqFeatureCodec` standardises each channel with statistics of training activations, clips to a
-range from a model of their distribution (ReLU6 outputs: [0, 6]; other layers: the 0.05% and
-99.95% quantiles of the standardised values), and quantises every element with an
+`EcqFeatureCodec` scales each channel with statistics of training activations (standardises
+signed ones; non-negative ReLU/ReLU6 outputs are only scaled, so their zeros stay at 0), clips to
+a range from their distribution (0 for rectified layers, else the 0.05% quantile; the 99.95%
+quantile above), and quantises every element with an
 entropy-constrained scalar quantiser (Chou, Lookabaugh & Gray 1989), designed on training
 activations for each rate-distortion trade-off λ: cells minimise (x − y)² + λ·(−log2 p), then
 centroids and probabilities are recomputed, empty cells dropped, until the cost settles; the
@@ -30,7 +31,6 @@ import numpy as np
 
 MAGIC, VERSION = b"DF", 1
 _HEADER = struct.Struct("<2sB4sBHHH")
-RELU6 = (0.0, 6.0)
 CLIP_QUANTILES = (0.0005, 0.9995)
 PRECISION = 16
 
@@ -116,21 +116,24 @@ class FeatureStats:
     mean: np.ndarray
     std: np.ndarray
     clip: tuple[float, float]
-    activation: str                    # "relu6" or "empirical": where the clip range came from
+    activation: str                    # "rectified" (zeros pile at the lower clip) or "signed"
 
     @classmethod
     def fit(cls, activations: np.ndarray) -> "FeatureStats":
-        """From training activations, N×C×H×W (or N×C)."""
+        """From training activations, N×C×H×W (or N×C). Non-negative activations (ReLU,
+        ReLU6 outputs) are only scaled, so their zeros stay exactly on the lower clip value
+        0; others are standardised. The upper (and for signed data the lower) clip value is
+        the 99.95% (0.05%) quantile of the scaled values."""
         a = np.asarray(activations, dtype=np.float64)
         per_channel = np.moveaxis(a, 1, 0).reshape(a.shape[1], -1)
-        if per_channel.min() >= RELU6[0] and per_channel.max() <= RELU6[1]:
-            channels = a.shape[1]
-            return cls(np.zeros(channels), np.ones(channels), RELU6, "relu6")
-        mean, std = per_channel.mean(axis=1), per_channel.std(axis=1)
+        rectified = per_channel.min() >= 0
+        mean = np.zeros(a.shape[1]) if rectified else per_channel.mean(axis=1)
+        std = np.sqrt(((per_channel - mean[:, None]) ** 2).mean(axis=1))
         std = np.maximum(std, 1e-6 * std.max() + 1e-30)      # a dead channel: any scale
         z = ((per_channel - mean[:, None]) / std[:, None]).reshape(-1)
         lo, hi = np.quantile(z, CLIP_QUANTILES)
-        return cls(mean, std, (float(lo), float(hi)), "empirical")
+        return cls(mean, std, (0.0 if rectified else float(lo), float(hi)),
+                   "rectified" if rectified else "signed")
 
     def normalise(self, features: np.ndarray) -> np.ndarray:
         shape = (-1,) + (1,) * (features.ndim - 1)

@@ -27,7 +27,7 @@ PIXELS = SIDE * SIDE
 TRAIN_SIZE = 4000
 TEST_SIZE = 1000
 HIDDEN = 600
-LASSO_ALPHAS = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+LASSO_ALPHAS = (3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1e-2)
 CSGM_LAMBDAS = (0.01, 0.1, 1.0)
 LASSO_BASES = ("pixel", "dct")
 
@@ -130,6 +130,28 @@ class LearnedCS:
             return self.decoder(self.encoder(torch.from_numpy(np.asarray(x, np.float32)))).numpy()
 
 
+def _fit(encoder, decoder, data, loss_of, epochs: int, batch: int, lr: float, gen,
+         progress: Callable[[], None] | None) -> list[float]:
+    """Adam with a cosine schedule on `loss_of(batch, generator)`; the mean loss per epoch."""
+    torch = _torch()
+    opt = torch.optim.Adam(list(encoder.parameters()) + list(decoder.parameters()), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    losses = []
+    for _ in range(epochs):
+        total = 0.0
+        for idx in torch.randperm(len(data), generator=gen).split(batch):
+            loss = loss_of(data[idx], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        sched.step()
+        losses.append(total / len(data))
+        if progress:
+            progress()
+    return losses
+
+
 def train_learned_cs(x_train: np.ndarray, m: int, epochs: int = 30, batch: int = 100,
                      lr: float = 1e-3, seed: int = 0, progress: Callable[[], None] | None = None
                      ) -> LearnedCS:
@@ -141,25 +163,10 @@ def train_learned_cs(x_train: np.ndarray, m: int, epochs: int = 30, batch: int =
     torch.manual_seed(seed * 1000 + m)
     encoder = torch.nn.Linear(PIXELS, m, bias=False)
     decoder = _mlp(m, PIXELS, sigmoid=True)
-    params = list(encoder.parameters()) + list(decoder.parameters())
-    opt = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     data = torch.from_numpy(np.asarray(x_train, np.float32))
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(epochs):
-        total = 0.0
-        for idx in torch.randperm(len(data), generator=gen).split(batch):
-            xb = data[idx]
-            loss = torch.mean((decoder(encoder(xb)) - xb) ** 2)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        sched.step()
-        losses.append(total / len(data))
-        if progress:
-            progress()
+    losses = _fit(encoder, decoder, data,
+                  lambda xb, gen: torch.mean((decoder(encoder(xb)) - xb) ** 2),
+                  epochs, batch, lr, torch.Generator().manual_seed(seed), progress)
     encoder.eval(), decoder.eval()
     return LearnedCS(encoder, decoder, losses)
 
@@ -242,28 +249,17 @@ def train_vae(x_train: np.ndarray, latent: int, epochs: int = 30, batch: int = 1
     torch.manual_seed(seed * 1000 + latent + 7)
     encoder = _mlp(PIXELS, 2 * latent, sigmoid=False)
     decoder = _mlp(latent, PIXELS, sigmoid=False)  # logits; sigmoid applied in decode
-    opt = torch.optim.Adam(list(encoder.parameters()) + list(decoder.parameters()), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     data = torch.from_numpy(np.asarray(x_train, np.float32))
-    gen = torch.Generator().manual_seed(seed + 3)
-    losses = []
-    for _ in range(epochs):
-        total = 0.0
-        for idx in torch.randperm(len(data), generator=gen).split(batch):
-            xb = data[idx]
-            mu, logvar = encoder(xb).chunk(2, dim=1)
-            z = mu + torch.randn(mu.shape, generator=gen) * torch.exp(0.5 * logvar)
-            rec = F.binary_cross_entropy_with_logits(decoder(z), xb, reduction="sum")
-            kl = -0.5 * torch.sum(1 + logvar - mu ** 2 - logvar.exp())
-            loss = (rec + kl) / len(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        sched.step()
-        losses.append(total / len(data))
-        if progress:
-            progress()
+
+    def elbo_loss(xb, gen):
+        mu, logvar = encoder(xb).chunk(2, dim=1)
+        z = mu + torch.randn(mu.shape, generator=gen) * torch.exp(0.5 * logvar)
+        rec = F.binary_cross_entropy_with_logits(decoder(z), xb, reduction="sum")
+        kl = -0.5 * torch.sum(1 + logvar - mu ** 2 - logvar.exp())
+        return (rec + kl) / len(xb)
+
+    losses = _fit(encoder, decoder, data, elbo_loss, epochs, batch, lr,
+                  torch.Generator().manual_seed(seed + 3), progress)
     encoder.eval(), decoder.eval()
     for p in list(encoder.parameters()) + list(decoder.parameters()):
         p.requires_grad_(False)

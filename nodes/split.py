@@ -46,6 +46,7 @@ class SplitHead(Node):
         if self.point >= len(self.feature_codec.points):
             raise ValueError(f"node '{self.name}': point {self.point}: {self.codec} has "
                              f"{len(self.feature_codec.points)} operating points")
+        self.feature_codec.compress(np.zeros(self.feature_codec.shape), self.point)  # warm up
         self.counters.update(layer=self.feature_codec.layer, bytes=0)
 
     def on_image(self, packet: Packet) -> Packet:
@@ -79,6 +80,8 @@ class SplitTail(Node):
 
     def setup(self) -> None:
         self.classifier, _, self.tail, self.feature_codec = _load(self)
+        self.feature_codec.decompress(self.feature_codec.compress(
+            np.zeros(self.feature_codec.shape), 0))              # warm up: the coder's imports
         self.counters.update(layer=self.feature_codec.layer, rejected=0)
 
     def on_encoded(self, packet: Packet) -> Packet | None:

@@ -68,7 +68,7 @@ def _valid_cuts(graph: fx.Graph) -> list[fx.Node]:
     return cuts
 
 
-def _find(graph: fx.Graph, layer: str, modules: set[str]) -> fx.Node:
+def _find(graph: fx.Graph, layer: str) -> fx.Node:
     cuts = _valid_cuts(graph)
     for node in cuts:
         if layer in (_target_name(node), node.name):
@@ -79,19 +79,15 @@ def _find(graph: fx.Graph, layer: str, modules: set[str]) -> fx.Node:
         raise SplitError(f"layer {layer!r} is not a valid cut (a skip connection crosses it); "
                          f"valid cuts include {', '.join(names[:3])}, ..., {', '.join(names[-3:])}"
                          f" (dance split-info lists them)")
-    blocks = [n for n in names if layer.startswith(n + ".")]
-    if layer in modules and blocks:
-        raise SplitError(f"layer {layer!r} is inside {blocks[0]!r}, which is cut only as a "
-                         f"whole (a residual block's skip connection would cross the cut); "
-                         f"cut at {blocks[0]!r} (dance split-info lists the cuts)")
     raise SplitError(f"no layer {layer!r} in the model; valid cuts: {', '.join(names[:6])}, ... "
                      f"(dance split-info lists them)")
 
 
 def split_model(model: nn.Module, layer: str) -> tuple[fx.GraphModule, fx.GraphModule]:
-    """(head, tail): head(x) is the tensor at `layer`, tail(that) the model's output."""
-    traced = _trace(model)
-    cut = _find(traced.graph, layer, {name for name, _ in traced.named_modules()})
+    """(head, tail): head(x) is the tensor at `layer`, tail(that) the model's output. A layer
+    deeper than a block (features.14.conv.0: inside block 14) is traced that deep."""
+    traced = _trace(model, max(2, layer.count(".") + 1))
+    cut = _find(traced.graph, layer)
     head_graph, head_env = fx.Graph(), {}
     for node in traced.graph.nodes:
         if node.op == "output":
@@ -124,10 +120,11 @@ def head_macs(head: nn.Module, x: torch.Tensor) -> int:
 
 
 def cut_points(model: nn.Module, input_shape: tuple[int, ...] = (3, 224, 224),
-               modules_only: bool = True) -> list[CutPoint]:
+               modules_only: bool = True, depth: int = 2) -> list[CutPoint]:
     """Every valid cut with the tensor there and the head's MACs, for one input of that shape
-    (`modules_only`: only cuts at the output of a named submodule, the useful ones)."""
-    traced = _trace(model)
+    (`modules_only`: only cuts at the output of a named submodule, the useful ones), with
+    modules `depth` names deep traced whole."""
+    traced = _trace(model, depth)
     x = torch.zeros(1, *input_shape)
     shapes: dict[fx.Node, tuple[int, ...]] = {}
     from torch.fx.passes.shape_prop import ShapeProp

@@ -11,6 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "at, with tensor shapes and head MACs")
     p.add_argument("model", help="torchvision classification model, e.g. mobilenet_v2")
     p.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
+    p.add_argument("--depth", type=int, default=2, help="list cuts down to modules this many "
+                   "names deep (2: blocks such as features.7; 4: inside them, "
+                   "features.14.conv.0)")
     p.set_defaults(func=_guard(cmd_split_info))
 
     p = subparsers.add_parser("split-fit", help="design an ECQ feature codec for a split point "
@@ -48,7 +51,9 @@ def cmd_split_info(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # random init: only shapes and MACs are read
         classifier = load_image_classifier(args.model, "random")
-    points = cut_points(classifier.model, (3, args.size, args.size))
+    if args.depth < 1:
+        raise ValueError(f"--depth must be at least 1, got {args.depth}")
+    points = cut_points(classifier.model, (3, args.size, args.size), depth=args.depth)
     total = points[-1].head_macs if points else 0
     print(f"{args.model} at {args.size}×{args.size}: {len(points)} split points; the head "
           f"runs on the device, the tensor travels, the tail runs on the server")
