@@ -8,7 +8,7 @@ saw. Agreement = the split model's top-1 on decoded features equals the unsplit 
 on the original photo (no labels needed). One table (a row per codec and setting) and a PNG.
 
     python benchmarks/split_features.py [--layers features.7 features.14] [--train 96]
-        [--lambdas 0.01,0.03,0.1,0.3] [--bits 2,3,4,5] [--out runs/split_features.png]
+        [--lambdas 0.01,0.03,0.1,0.3] [--bits 2,3,4,5] [--cs CKPT] [--out runs/split_features.png]
 """
 from __future__ import annotations
 
@@ -45,6 +45,30 @@ def normalise(pixels: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torc
     return (x - mean[:, None, None]) / std[:, None, None]
 
 
+def cs_rows(path: Path, layer: str, tail, features: torch.Tensor,
+            reference: np.ndarray) -> list[dict]:
+    """Rows of a cs checkpoint made for `layer` (none for other layers): bytes are its string
+    plus 2 bytes (the level and a tag would travel with it)."""
+    from dance.zoo import load_checkpoint, model_from_checkpoint
+    ckpt = load_checkpoint(path)
+    if ckpt["extra"].get("split", {}).get("layer") != layer:
+        return []
+    model = model_from_checkpoint(ckpt)
+    elements = int(np.prod(features.shape[1:]))
+    rows = []
+    for level in range(model.levels):
+        sizes, decoded = [], []
+        for f in features:
+            coded = model.compress(f[None], level)
+            sizes.append(sum(map(len, coded["strings"])) + 2)
+            decoded.append(model.decompress(coded["strings"], coded["shapes"], level)[0])
+        agree = float(np.mean(top1(tail, torch.stack(decoded)) == reference))
+        rows.append({"codec": "cs", "setting": f"m {model.measurements}, level {level}",
+                     "layer": layer, "bits_per_element": 8 * float(np.mean(sizes)) / elements,
+                     "bytes": float(np.mean(sizes)), "agreement": agree})
+    return rows
+
+
 def top1(tail, features: torch.Tensor) -> np.ndarray:
     with torch.inference_mode():
         return tail(features).argmax(1).numpy()
@@ -56,6 +80,9 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=96, help="design photos")
     parser.add_argument("--lambdas", default="0.01,0.03,0.1,0.3")
     parser.add_argument("--bits", default="2,3,4,5", help="uniform+zstd bit depths")
+    parser.add_argument("--cs", type=Path, action="append", default=[], metavar="CKPT",
+                        help="a cs-family checkpoint (python -m perception.distill) of one of "
+                             "--layers: a row per level")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "split_features.png")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -97,6 +124,8 @@ def main() -> None:
             rows.append({"codec": name, "setting": setting, "layer": layer,
                          "bits_per_element": 8 * float(np.mean(sizes)) / elements,
                          "bytes": float(np.mean(sizes)), "agreement": agree})
+        for path in args.cs:
+            rows += cs_rows(path, layer, tail, features, reference)
     mean = torch.tensor(classifier.preprocess.mean)
     std = torch.tensor(classifier.preprocess.std)
     crops = [model_input_pixels(x, mean, std) for x in inputs]

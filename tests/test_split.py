@@ -233,3 +233,33 @@ def test_split_graph_validates_and_its_shipped_codec_fits_mobilenet_v2():
     assert (codec.model, codec.layer, codec.shape) == ("mobilenet_v2", "features.14", (160, 7, 7))
     bits = [p.bits_per_element for p in codec.points]
     assert bits == sorted(bits, reverse=True) and bits[-1] < 1.0
+
+
+# -- the cs family (seed 004) ------------------------------------------------------------------
+def test_cs_family_codes_what_it_trains_and_reloads_from_its_checkpoint(tmp_path):
+    from dance.models import build_model
+    from dance.zoo import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from perception.distill import cs_config, distill
+    torch.manual_seed(0)
+    features = torch.randn(64, 8, 4, 4)
+    tail = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(128, 10)).requires_grad_(False)
+    teacher = tail(features)
+    model = build_model(cs_config(8, 3, levels=4))
+    assert model.family == "cs" and model.string_shapes((4, 4)) == [(3, 4, 4)]
+    history = distill(model, tail, features, teacher, steps=150, batch=16, lr=3e-3)
+    assert history[-1]["kl"] < 0.7 * history[0]["kl"]       # the tail agrees more after training
+    x = features[:1]
+    sizes = []
+    for level in range(model.levels):
+        coded = model.compress(x, level)
+        decoded = model.decompress(coded["strings"], coded["shapes"], level)
+        model.eval()
+        with torch.inference_mode():
+            expected = model(x, level)["x_hat"]
+        torch.testing.assert_close(decoded, expected, rtol=1e-4, atol=1e-4)
+        sizes.append(len(coded["strings"][0]))
+    assert sizes[-1] >= sizes[0]                              # the top level spends the most
+    path = tmp_path / "cs.pt"
+    save_checkpoint(path, model, {**cs_config(8, 3, levels=4), "name": "t"})
+    again = model_from_checkpoint(load_checkpoint(path))
+    assert again.compress(x, 2)["strings"] == model.compress(x, 2)["strings"]
