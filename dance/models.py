@@ -135,6 +135,26 @@ class CodecModel(nn.Module):
         return level
 
 
+class FactorizedPriorModel(CodecModel):
+    """A family whose one entropy model is `self.entropy_bottleneck`, a factorized prior
+    (`dance.priors.FactorizedPrior`): the contract's entropy members, delegated to it."""
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.loss()
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return entropy_parameter_groups(self, ("entropy_bottleneck.",))
+
+    def update(self, force: bool = True) -> None:
+        self.entropy_bottleneck.update()
+
+    def entropy_state(self) -> dict[str, torch.Tensor]:
+        return self.entropy_bottleneck.state()
+
+    def load_entropy_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.entropy_bottleneck.load_state(state)
+
+
 def entropy_parameter_groups(model: nn.Module, prefixes: tuple[str, ...]) -> dict:
     """`parameter_groups()` for a model whose entropy models live under `prefixes`: their
     quantiles are "aux", their other parameters "entropy", everything else "network"."""

@@ -17,12 +17,12 @@ import torch
 import torch.nn as nn
 
 from ..layers import conv
-from ..models import CodecModel, entropy_parameter_groups, rate_settings, register_model
+from ..models import FactorizedPriorModel, rate_settings, register_model
 from ..priors import FactorizedPrior
 
 
 @register_model("cs")
-class CompressedSensingBottleneck(CodecModel):
+class CompressedSensingBottleneck(FactorizedPriorModel):
     def __init__(self, dims: int, in_channels: int, measurements: int, decoder: dict,
                  rate: dict | None = None):
         super().__init__()
@@ -53,21 +53,6 @@ class CompressedSensingBottleneck(CodecModel):
     def forward(self, x: torch.Tensor, level: float | None = None) -> dict:
         y_hat, likelihoods = self.entropy_bottleneck(self.encoder(x), level)
         return {"x_hat": self.decoder(y_hat), "likelihoods": {"y": likelihoods}}
-
-    def aux_loss(self) -> torch.Tensor:
-        return self.entropy_bottleneck.loss()
-
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        return entropy_parameter_groups(self, ("entropy_bottleneck.",))
-
-    def update(self, force: bool = True) -> None:
-        self.entropy_bottleneck.update()
-
-    def entropy_state(self) -> dict[str, torch.Tensor]:
-        return self.entropy_bottleneck.state()
-
-    def load_entropy_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.entropy_bottleneck.load_state(state)
 
     def export_encoder(self, pooled: bool = False) -> nn.Module:
         return copy.deepcopy(self.encoder).eval().requires_grad_(False)

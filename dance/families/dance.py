@@ -12,13 +12,13 @@ import math
 import torch
 import torch.nn as nn
 
-from ..models import CodecModel, entropy_parameter_groups, rate_settings, register_model
+from ..models import FactorizedPriorModel, rate_settings, register_model
 from ..priors import FactorizedPrior
 from .convnets import analysis, crop, fold_pool, frozen, synthesis
 
 
 @register_model("dance")
-class DanceAutoencoder(CodecModel):
+class DanceAutoencoder(FactorizedPriorModel):
     def __init__(self, dims: int, in_channels: int, latent_channels: int, encoder: dict,
                  decoder: dict, rate: dict | None = None):
         super().__init__()
@@ -50,21 +50,6 @@ class DanceAutoencoder(CodecModel):
         y = self.encoder(x)
         y_hat, likelihoods = self.entropy_bottleneck(y, level)
         return {"x_hat": crop(self.decoder(y_hat), x), "likelihoods": {"y": likelihoods}}
-
-    def aux_loss(self) -> torch.Tensor:
-        return self.entropy_bottleneck.loss()
-
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        return entropy_parameter_groups(self, ("entropy_bottleneck.",))
-
-    def update(self, force: bool = True) -> None:
-        self.entropy_bottleneck.update()
-
-    def entropy_state(self) -> dict[str, torch.Tensor]:
-        return self.entropy_bottleneck.state()
-
-    def load_entropy_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.entropy_bottleneck.load_state(state)
 
     def export_encoder(self, pooled: bool = False) -> nn.Module:
         """pooled: without the leading AvgPool (done by the caller); else the pool is folded
