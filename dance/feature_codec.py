@@ -25,6 +25,7 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -183,8 +184,9 @@ class EcqFeatureCodec:
     points: list[OperatingPoint]
     _coders: dict = field(default_factory=dict, repr=False)
 
-    @property
+    @cached_property
     def tag(self) -> bytes:
+        """4 bytes of the sha256 of the codec's JSON: a payload names the codec it needs."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).digest()[:4]
 
     def quantise(self, features: np.ndarray, point: int) -> np.ndarray:
