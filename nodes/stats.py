@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.node import Input, Node, Param
-from pipeline.packet import Packet
+from pipeline.packet import Packet, meta_number
 
 
 class StreamStats:
@@ -21,13 +21,19 @@ class StreamStats:
         self.dtype = ""
         self.samples = self.channels = self.sample_rate = 0
         self.audio_gaps = 0
+        self.bad_meta = 0   # packets whose numeric metadata was not a number (ignored)
         self._next_sample_ns: int | None = None
 
     def add(self, packet: Packet) -> None:
         ts, payload = packet.timestamp_ns, packet.payload
         self.packets += 1
         self.bytes += packet.nbytes
-        self.raw_bytes += int(packet.meta.get("raw_bytes", 0))
+        if "raw_bytes" in packet.meta:
+            raw = meta_number(packet, "raw_bytes")
+            if raw is None or raw < 0:
+                self.bad_meta += 1
+            else:
+                self.raw_bytes += int(raw)
         if self.last_ns is not None and ts < self.last_ns:
             self.backwards += 1
         if self.last_seq is not None and packet.seq > self.last_seq + 1:
@@ -38,9 +44,10 @@ class StreamStats:
         self.shape = shape if self.packets == 1 or shape == self.shape else "varies"
         self.dtype = (str(payload.dtype) if isinstance(payload, np.ndarray)
                       else type(payload).__name__)
-        rate = packet.meta.get("sample_rate")
+        rate = meta_number(packet, "sample_rate", positive=True)
+        self.bad_meta += "sample_rate" in packet.meta and rate is None
         if rate and isinstance(payload, np.ndarray) and payload.ndim == 2:
-            self._add_audio(packet.meta.get("first_sample_ns", ts), payload.shape, int(rate))
+            self._add_audio(meta_number(packet, "first_sample_ns", ts), payload.shape, int(rate))
 
     def _add_audio(self, first_sample_ns: int, shape: tuple, rate: int) -> None:
         """Count samples, and blocks that do not start one sample period after the last one."""
@@ -60,6 +67,8 @@ class StreamStats:
             "span_s": span_s, "rate_hz": (self.packets - 1) / span_s if span_s > 0 else None,
             "monotonic": self.backwards == 0, "backwards": self.backwards,
             "seq_gaps": self.seq_gaps}
+        if self.bad_meta:
+            figures["bad_meta"] = self.bad_meta
         if self.raw_bytes:
             figures.update(raw_bytes=self.raw_bytes,
                            compression_ratio=round(self.raw_bytes / max(self.bytes, 1), 1))

@@ -109,9 +109,10 @@ class ZmqSub(Source):
                 if len(frames) < 2:
                     raise wire.WireError(f"expected a topic and a packet, got {len(frames)} frame")
                 packet, eos = wire.decode(frames[1:], self.max_bytes)
-            except wire.WireError as exc:
+            except Exception as exc:  # noqa: BLE001 - WireError, or a parser bug: never fatal
                 self.counters["rejected"] += 1
-                self.counters["last_reject"] = str(exc)
+                self.counters["last_reject"] = str(exc) if isinstance(exc, wire.WireError) \
+                    else f"{type(exc).__name__}: {exc}"[:300]
                 continue
             if eos:
                 if self.stop_on_eos:

@@ -46,6 +46,18 @@ class Packet:
         return 0
 
 
+def meta_number(packet: "Packet", key: str, default=None, *, positive: bool = False):
+    """A numeric meta field as the wire delivered it, or `default` when it is missing or is not
+    a finite number (a string, a bool, a list: metadata types from the wire are not trusted)."""
+    value = packet.meta.get(key, default)
+    if value is default:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or value in (float("inf"), float("-inf")) or (positive and value <= 0):
+        return default
+    return value
+
+
 def image_packet(stream: str, timestamp_ns: int, seq: int, pixels: np.ndarray,
                  pixel_format: str = "rgb24", **meta: Any) -> Packet:
     """An image frame: `pixels` is H×W×C (or H×W) uint8."""

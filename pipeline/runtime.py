@@ -219,8 +219,8 @@ class GroupRunner:
             hwm = max(e.size for e in incoming) * 2
             group = self.graph.groups[self.group]
             bind = (group.binds() or self.endpoints[self.group])[self.replica]
-            self.receiver = LinkReceiver(self.ctx, bind,
-                                         self._accept_remote, hwm=hwm, curve=self.curve)
+            self.receiver = LinkReceiver(self.ctx, bind, self._accept_remote, hwm=hwm,
+                                         curve=self.curve, knows=self._remote_routes.__contains__)
 
     # -- running ------------------------------------------------------------------------------
     def run(self) -> int:

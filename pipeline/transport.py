@@ -260,9 +260,11 @@ class LinkReceiver(threading.Thread):
 
     def __init__(self, ctx: zmq.Context, endpoint: str,
                  deliver: Callable[[str, Packet, bool], bool], hwm: int = 64,
-                 max_bytes: int = wire.DEFAULT_MAX_BYTES, curve: CurveServer | None = None):
+                 max_bytes: int = wire.DEFAULT_MAX_BYTES, curve: CurveServer | None = None,
+                 knows: Callable[[str], bool] | None = None):
         super().__init__(name=f"inbox {endpoint}", daemon=True)
         self.deliver, self.max_bytes = deliver, max_bytes
+        self.knows = knows      # route check before the message is parsed (None: deliver says)
         self.sock = ctx.socket(zmq.PULL)
         self.sock.rcvhwm = hwm
         self.sock.maxmsgsize = max_bytes + 65536
@@ -310,12 +312,18 @@ class LinkReceiver(threading.Thread):
                 raise wire.WireError("message shorter than its route length")
             end = 2 + struct.unpack_from("<H", first)[0]
             route = str(first[2:end], "utf-8")
+            if self.knows is not None and not self.knows(route):
+                raise wire.WireError(f"unknown route {route[:80]!r}")
             packet, eos = wire.decode([first[end:], *frames[1:]], self.max_bytes)
             if not self.deliver(route, packet, eos):
                 raise wire.WireError(f"unknown route {route[:80]!r}")
         except (wire.WireError, UnicodeDecodeError) as exc:
             self.rejected += 1
             self.last_reject = str(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not end the inbox
+            self.rejected += 1
+            self.last_reject = f"{type(exc).__name__}: {exc}"[:300]
             return
         self.received += not eos
 

@@ -31,6 +31,8 @@ _to_json = json.JSONEncoder(separators=(",", ":")).encode
 MAX_NDIM = 8
 _DIMS = [struct.Struct(f"<{n}Q") for n in range(MAX_NDIM + 1)]
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+MAX_META_BYTES = 1 << 20      # metadata JSON: checked before it is read, let alone parsed
+MAX_DIM = 1 << 40             # any one array axis (numpy refuses sizes near 2^63)
 INLINE_MAX = 64 * 1024  # bodies up to this size share the header's frame
 
 
@@ -102,6 +104,8 @@ def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet
         raise WireError(f"wire version {version} is not supported (this build speaks {VERSION})")
     if ndim > MAX_NDIM or dtype_code >= len(DTYPES) or kind > KIND_DICT:
         raise WireError("header fields out of range")
+    if meta_len > MAX_META_BYTES:
+        raise WireError(f"metadata of {meta_len} bytes exceeds the limit of {MAX_META_BYTES}")
     expected = _FIXED.size + 8 * ndim + stream_len + meta_len
     if len(frames) == 1 and len(header) >= expected:
         header, body = header[:expected], header[expected:]
@@ -114,13 +118,16 @@ def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet
     at = _FIXED.size
     dims = _DIMS[ndim].unpack_from(header, at)
     at += 8 * ndim
+    if any(d > MAX_DIM for d in dims):
+        raise WireError(f"array shape {tuple(dims)} has an axis over {MAX_DIM}")
     try:
         stream = str(header[at:at + stream_len], "utf-8")
-        meta = dict(_parse_meta(bytes(header[at + stream_len:]))) if meta_len else {}
+        meta = _parse_meta(bytes(header[at + stream_len:])) if meta_len else {}
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise WireError(f"undecodable stream name or metadata: {exc}") from None
     if not isinstance(meta, dict):
-        raise WireError("metadata is not a JSON object")
+        raise WireError(f"metadata is a JSON {type(meta).__name__}, not an object")
+    meta = dict(meta)       # a copy: the parsed value is cached
     if kind == KIND_ARRAY:
         dtype = _NP_DTYPES[dtype_code]
         count = math.prod(dims)  # Python ints: exact, no wrap-around

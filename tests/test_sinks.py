@@ -84,3 +84,15 @@ def test_stats_prints_progress_every_n_packets(capsys):
     out = capsys.readouterr().out
     assert out.count("[st] ") == 3  # after packets 2 and 4, then the summary
     assert "[st] 4 packets (mic 4)" in out
+
+
+def test_stats_ignores_and_counts_metadata_of_the_wrong_type():
+    good = Packet("coded", 0, 0, b"abcd", {"raw_bytes": 400})
+    hostile = [Packet("coded", 10, 1, b"abcd", {"raw_bytes": "x"}),
+               Packet("coded", 20, 2, b"abcd", {"raw_bytes": [1]}),
+               Packet("coded", 30, 3, b"abcd", {"raw_bytes": -5}),
+               audio_blocks(1)[0].replace(meta={"sample_rate": "fast", "channels": 7})]
+    stats = feed(StatsSink(name="stats"), [good, *hostile])
+    coded = stats.summary["coded"]
+    assert coded["raw_bytes"] == 400 and coded["bad_meta"] == 3 and coded["packets"] == 4
+    assert stats.summary["mic"]["bad_meta"] == 1 and "sample_rate" not in stats.summary["mic"]

@@ -116,3 +116,54 @@ def test_metadata_cache_keeps_types_apart():
     first = wire.decode(wire.encode(Packet("s", 0, 0, b"", {"k": 1})))[0]
     first.meta["k"] = 99  # a receiver changing its meta must not change the next packet's
     assert wire.decode(wire.encode(Packet("s", 0, 0, b"", {"k": 1})))[0].meta == {"k": 1}
+
+
+@pytest.mark.parametrize("meta", [b"1", b"null", b"[1]", b'"text"', b"true"])
+def test_metadata_that_is_not_an_object_is_a_wire_error(meta):
+    with pytest.raises(wire.WireError, match="not an object"):
+        wire.decode([_with_meta(meta), b""])
+
+
+def test_axes_numpy_cannot_hold_and_oversized_metadata_are_wire_errors():
+    header = bytearray(wire.encode(Packet("s", 0, 0, np.zeros((2, 2), np.uint8)))[0])
+    header[wire._FIXED.size:wire._FIXED.size + 16] = (0).to_bytes(8, "little") + \
+        (2**63).to_bytes(8, "little")                       # 0 elements, but an absurd axis
+    with pytest.raises(wire.WireError, match="axis over"):
+        wire.decode([bytes(header), b""])
+    big = b'{"x":"' + b"a" * (wire.MAX_META_BYTES + 10) + b'"}'
+    with pytest.raises(wire.WireError, match="metadata of .* exceeds"):
+        wire.decode([_with_meta(big), b""])
+
+
+def test_link_inbox_counts_hostile_messages_and_keeps_delivering():
+    import time
+
+    import zmq
+
+    from pipeline.transport import LinkReceiver, route_prefix
+    got = []
+    ctx = zmq.Context()
+    inbox = LinkReceiver(ctx, "tcp://127.0.0.1:*", lambda r, p, eos: got.append(p) or True,
+                         knows=lambda route: route == "a->b")
+    inbox.start()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(inbox.endpoint)
+    good = route_prefix("a->b") + _with_meta(b'{"ok": 1}')
+    hostile = [route_prefix("a->b") + _with_meta(m) for m in (b"1", b"null", b"[1]")]
+    header = bytearray(wire.encode(Packet("s", 0, 0, np.zeros((2, 2), np.uint8)))[0])
+    header[wire._FIXED.size:wire._FIXED.size + 16] = (0).to_bytes(8, "little") + \
+        (2**63).to_bytes(8, "little")
+    hostile.append(route_prefix("a->b") + bytes(header))
+    unknown = route_prefix("x->y") + _with_meta(b"[" * 100)      # bad, but the route goes first
+    for message in hostile + [unknown, good]:
+        push.send(message)
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        assert [p.meta for p in got] == [{"ok": 1}]
+        assert inbox.rejected == 5 and inbox.is_alive()
+        assert "unknown route 'x->y'" in inbox.last_reject
+    finally:
+        push.close(0)
+        ctx.destroy(0)
