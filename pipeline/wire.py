@@ -27,7 +27,16 @@ _FIXED = struct.Struct("<2sBBBBBxQqHI")
 DTYPES = ["|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8", "|b1"]
 _NP_DTYPES = [np.dtype(name) for name in DTYPES]
 _DTYPE_CODE = {dtype: code for code, dtype in enumerate(_NP_DTYPES)}
-_to_json = json.JSONEncoder(separators=(",", ":")).encode
+def _json_default(value):
+    """numpy scalars and arrays in metadata and dict payloads travel as JSON numbers/lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"a value of type {type(value).__name__} is not JSON")
+
+
+_to_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
 MAX_NDIM = 8
 _DIMS = [struct.Struct(f"<{n}Q") for n in range(MAX_NDIM + 1)]
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -66,7 +75,12 @@ def encode(packet: Packet, eos: bool = False) -> list:
         raise WireError(f"stream '{packet.stream}': payload of type "
                         f"{type(payload).__name__} cannot be sent")
     stream = packet.stream.encode()
-    meta_json = _meta_json(meta) if meta else b""
+    try:
+        meta_json = _meta_json(meta) if meta else b""
+    except (TypeError, ValueError) as exc:
+        what = "payload or metadata" if kind == KIND_DICT else "metadata"
+        raise WireError(f"stream '{packet.stream}': its {what} cannot be sent ({exc}; JSON "
+                        f"types, numpy scalars and arrays only)") from None
     header = b"".join((
         _FIXED.pack(MAGIC, VERSION, FLAG_EOS if eos else 0, kind, len(dims), dtype_code,
                     packet.seq, packet.timestamp_ns, len(stream), len(meta_json)),

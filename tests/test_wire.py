@@ -167,3 +167,13 @@ def test_link_inbox_counts_hostile_messages_and_keeps_delivering():
     finally:
         push.close(0)
         ctx.destroy(0)
+
+
+def test_numpy_scalars_cross_processes_and_other_objects_are_one_line_errors():
+    packet = Packet("m", 0, 0, {"ssdr": np.float32(1.5), "n": np.int64(3), "ok": np.bool_(True),
+                                "v": np.arange(3)}, {"gain": np.float64(2.0)})
+    received, _ = wire.decode(wire.encode(packet))
+    assert received.payload == {"ssdr": 1.5, "n": 3, "ok": True, "v": [0, 1, 2]}
+    assert received.meta == {"gain": 2.0} and type(received.payload["n"]) is int
+    with pytest.raises(wire.WireError, match="stream 'm'.*type object is not JSON"):
+        wire.encode(Packet("m", 0, 0, {"x": object()}))
