@@ -30,6 +30,9 @@ class RunError(RuntimeError):
     pass
 
 
+STATUS_MAX_BYTES = 16 << 20   # a worker's status report; libzmq drops larger messages
+
+
 def resolve_endpoints(graph: Graph,
                       given: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """Every group's inbox endpoints, one per replica: from --endpoints (the launcher's
@@ -161,6 +164,7 @@ def run_graph(graph: Graph, overrides: list[str], *, duration: float | None = No
     ctx = zmq.Context.instance()
     pull = ctx.socket(zmq.PULL)
     pull.linger = 0
+    pull.maxmsgsize = STATUS_MAX_BYTES
     stats_to = free_endpoint()
     pull.bind(stats_to)
     workers = {}
@@ -185,14 +189,27 @@ def run_graph(graph: Graph, overrides: list[str], *, duration: float | None = No
     started = time.monotonic()
     status = StatusLine(enabled=show_status)
     latest: dict[str, dict] = {}
-    while any(p.poll() is None for p in workers.values()) or pull.poll(0):
-        if pull.poll(200):
-            message = pull.recv_json()
-            latest[message["group"]] = message
-            status.update({k: v for m in latest.values() for k, v in m["nodes"].items()})
-        if not stopping and any(p.poll() not in (None, 0) for p in workers.values()):
-            request_stop()
+    ignored = 0      # status messages that are not a worker's report (anyone local can send)
+    try:
+        while any(p.poll() is None for p in workers.values()) or pull.poll(0):
+            if pull.poll(200):
+                message = _status_message(pull.recv(), workers)
+                if message is None:
+                    ignored += 1
+                    continue
+                latest[message["group"]] = message
+                status.update({k: v for m in latest.values() for k, v in m["nodes"].items()})
+            if not stopping and any(p.poll() not in (None, 0) for p in workers.values()):
+                request_stop()
+    finally:             # whatever happens here, no worker outlives the launcher
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     status.clear()
+    if ignored:
+        print(f"warning: ignored {ignored} status message(s) that were not a worker's report",
+              file=sys.stderr)
     pull.close()
     codes = {name: proc.returncode for name, proc in workers.items()}
     code = 0 if all(c == 0 for c in codes.values()) else 1
@@ -201,12 +218,29 @@ def run_graph(graph: Graph, overrides: list[str], *, duration: float | None = No
         print(f"error: group '{name}' exited with code {codes[name]} without a final report",
               file=sys.stderr)
     result = _report(graph, time.monotonic() - started, code, list(latest.values()))
+    if missing and result["error"] is None:
+        result["error"] = f"group '{missing[0]}' exited with code {codes[missing[0]]} " \
+                          f"without a final report"
     result["groups"] = {name: {"exit_code": c, "endpoint": _endpoint_of(graph, name, endpoints)}
                         for name, c in codes.items()}
     print_summary(result)
     if report:
         _write_report(report, result)
     return code
+
+
+def _status_message(raw: bytes, workers: dict) -> dict | None:
+    """A worker's status report, or None for anything else on the (unauthenticated) socket."""
+    try:
+        message = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not (isinstance(message, dict) and message.get("group") in workers
+            and isinstance(message.get("nodes"), dict)
+            and all(isinstance(v, dict) for v in message["nodes"].values())
+            and isinstance(message.get("links", {}), dict)):
+        return None
+    return message
 
 
 def _endpoint_of(graph: Graph, worker: str, endpoints: dict[str, list[str]]) -> str:

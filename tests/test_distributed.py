@@ -255,3 +255,41 @@ def test_documented_graphs_validate(tmp_path):
         result = dance("validate", path)
         assert result.returncode == 0, result.stderr
         assert "3 groups" in result.stdout
+
+
+def _stats_endpoint(launcher_pid: int) -> str | None:
+    """The --stats-to endpoint on the command line of one of the launcher's workers."""
+    from pathlib import Path
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == launcher_pid and b"--stats-to" in cmd:
+            return cmd[cmd.index(b"--stats-to") + 1].decode()
+    return None
+
+
+def test_launcher_ignores_forged_status_messages(tmp_path):
+    import zmq
+    path = split_graph(tmp_path, count=40, speed=20.0)
+    launcher = dance_process("run", path, "--report", tmp_path / "r.json")
+    try:
+        assert wait_for(lambda: _stats_endpoint(launcher.pid) is not None, timeout=30)
+        endpoint = _stats_endpoint(launcher.pid)
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.linger = 1000
+        push.connect(endpoint)
+        for forged in (b"not json", b"1", b"[1]", b'{"group": "nobody", "nodes": {}}',
+                       b'{"group": "server", "nodes": 3}'):
+            push.send(forged)
+        push.close()
+        out, err = launcher.communicate(timeout=90)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, err[-2000:]
+    assert "warning: ignored 5 status message(s)" in err and "Traceback" not in err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["nodes"]["sink"]["in"] == 40
