@@ -75,7 +75,11 @@ def cmd_nodes(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    create_keys(args.directory)
+    try:
+        create_keys(args.directory, force=args.force)
+    except (FileExistsError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote CURVE key pairs server.key/.key_secret and client.key/.key_secret to "
           f"{args.directory}; copy the directory to both hosts and set `curve_keys:` in the graph")
     return 0
@@ -126,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="create CURVE key pairs for encrypted links")
     keys.add_argument("directory")
+    keys.add_argument("--force", action="store_true",
+                      help="replace keys already in the directory (peers then need new copies)")
     keys.set_defaults(func=cmd_keys)
 
     from dance.cli import register

@@ -54,12 +54,29 @@ def route_prefix(edge_key: str) -> bytes:
     return struct.pack("<H", len(route)) + route
 
 
-def create_keys(directory: str | Path) -> None:
-    """Write the server and client CURVE key pairs used by `curve_keys:` graphs."""
+KEY_FILES = ("server.key", "server.key_secret", "client.key", "client.key_secret")
+
+
+def create_keys(directory: str | Path, force: bool = False) -> None:
+    """Write the server and client CURVE key pairs used by `curve_keys:` graphs; the secret
+    files readable by their owner only (0600). Existing keys are kept unless `force`: a
+    graph's peers hold copies of them."""
+    import os
     directory = Path(directory)
+    existing = [name for name in KEY_FILES if (directory / name).exists()]
+    if existing and not force:
+        raise FileExistsError(f"{directory} already holds CURVE keys ({', '.join(existing)}); "
+                              f"peers use copies of them: pass --force to replace them")
     directory.mkdir(parents=True, exist_ok=True)
+    old = os.umask(0o077)                 # the secret files never exist world-readable
+    try:
+        for name in ("server", "client"):
+            zmq.auth.create_certificates(str(directory), name)
+    finally:
+        os.umask(old)
     for name in ("server", "client"):
-        zmq.auth.create_certificates(str(directory), name)
+        (directory / f"{name}.key_secret").chmod(0o600)
+        (directory / f"{name}.key").chmod(0o644)
 
 
 def _load_pair(keys_dir: str, name: str) -> tuple[bytes, bytes]:

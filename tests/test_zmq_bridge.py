@@ -99,3 +99,11 @@ def test_curve_keys_command(tmp_path):
     assert result.returncode == 0
     assert {p.name for p in (tmp_path / "k").iterdir()} == {
         "server.key", "server.key_secret", "client.key", "client.key_secret"}
+    secret = tmp_path / "k" / "server.key_secret"
+    assert secret.stat().st_mode & 0o777 == 0o600             # the owner's only
+    before = secret.read_bytes()
+    again = dance("keys", tmp_path / "k")                     # never replaced silently
+    assert again.returncode == 2 and again.stderr.startswith("error:") and "--force" in again.stderr
+    assert secret.read_bytes() == before
+    assert dance("keys", tmp_path / "k", "--force").returncode == 0
+    assert secret.read_bytes() != before and secret.stat().st_mode & 0o777 == 0o600
