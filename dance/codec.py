@@ -377,7 +377,7 @@ def load_codec_for(name: str, hash_prefix: bytes, device: str = "cpu") -> Codec:
     that name when its hash matches, else an installed checkpoint with that name and hash (an
     earlier default); CheckpointError when neither is here."""
     try:
-        codec = load_codec(name, device=device)
+        codec = load_codec(zoo.zoo_checkpoint(name), device=device)   # a name, never a path
     except zoo.CheckpointError:
         codec = None
     if codec is not None and codec.hash_bytes == hash_prefix:

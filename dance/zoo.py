@@ -128,6 +128,14 @@ def find_checkpoint(name: str, hash_prefix: bytes) -> Path | None:
     return None
 
 
+def zoo_checkpoint(name: str) -> Path:
+    """The installed checkpoint of a zoo name, never a path: what a container's codec name
+    (data from outside) may select."""
+    if name not in config_names() or not (CHECKPOINT_DIR / f"{name}.pt").is_file():
+        raise CheckpointError(f"no installed zoo codec is named {name[:80]!r}")
+    return CHECKPOINT_DIR / f"{name}.pt"
+
+
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     """Path of a checkpoint given as a file or as a zoo name."""
     path = Path(name_or_path)

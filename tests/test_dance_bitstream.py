@@ -218,3 +218,17 @@ def test_bfloat16_encoder_gives_decodable_streams(image_ckpt):
     ya, yb = (prior.decode(c.strings[0], c.latent_shape, c.level)
               for c in map(bitstream.unpack, (a, b)))
     assert (ya != yb).float().mean() < 0.05  # bf16 flips few rounding decisions
+
+
+def test_a_containers_codec_name_is_a_name_never_a_path(tmp_path):
+    import shutil
+
+    from dance.codec import load_codec, load_codec_for
+    from dance.zoo import CHECKPOINT_DIR, CheckpointError
+    real = load_codec("aria-audio-fast")
+    copy = tmp_path / "planted.pt"
+    shutil.copy(CHECKPOINT_DIR / "aria-audio-fast.pt", copy)
+    for name in (str(copy), f"../../{copy}", "../checkpoints/aria-audio-fast"):
+        with pytest.raises(CheckpointError, match="no installed checkpoint"):
+            load_codec_for(name, real.hash_bytes)
+    assert load_codec_for("aria-audio-fast", real.hash_bytes).hash_bytes == real.hash_bytes
