@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib.metadata import version
 
@@ -142,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, "")  # `type: mymodule:Class` imports from the current directory
+    # `type: mymodule:Class` imports from the current directory, searched last: a PIL.py or
+    # numpy.py lying there never shadows the installed package
+    sys.path.append(os.getcwd())
     args = build_parser().parse_args(argv)
     return args.func(args)
 

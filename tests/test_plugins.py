@@ -218,9 +218,9 @@ class Splitter(Node):
 
     def on_image(self, packet):
         mode = packet.meta.get("mode")
-        if mode == "float32":  # a numpy scalar: not JSON, cannot cross to another process
+        if mode == "object":  # not JSON (numpy scalars are converted), cannot cross processes
             self.emit("stats", Packet("s", packet.timestamp_ns, packet.seq,
-                                      {"mean": np.float32(packet.payload.mean())}))
+                                      {"mean": object()}))
         elif mode == "bad_meta":
             self.emit("frames", packet.replace(meta={**packet.meta, "width": 3}))
         elif mode == "wrong_type":
@@ -252,7 +252,7 @@ def test_harness_collects_per_port_and_runs_the_lifecycle():
 
 
 @pytest.mark.parametrize("mode, message", [
-    ("float32", "output 'stats': stream 's' seq 0 cannot cross to another process"),
+    ("object", "output 'stats': stream 's' seq 0 cannot cross to another process"),
     ("bad_meta", "output 'frames' (type image): stream 'cam' seq 0: image meta {'width': 3} "
                  "does not match the shape (4, 6, 3)"),
     ("wrong_type", "output 'stats' (type metrics): stream 'cam' seq 0: a metrics payload is a "
@@ -284,3 +284,26 @@ def test_harness_checks_sources_and_stops_them_at_a_limit():
         run_source(Beeps(name="b"))
     harness = NodeHarness(Beeps(name="b"))
     assert isinstance(harness.stop, threading.Event)
+
+
+def test_a_module_in_the_working_directory_never_shadows_an_installed_one(tmp_path):
+    # PIL is imported when the graph's synthetic_aria node is loaded, after the CLI started
+    (tmp_path / "PIL.py").write_text("raise SystemExit('the shadowing PIL.py ran')\n")
+    (tmp_path / "mynodes.py").write_text(
+        "from pipeline.node import Node, Input\n"
+        "class Sink(Node):\n"
+        "    inp = Input()\n"
+        "    def on_inp(self, packet):\n"
+        "        pass\n")
+    graph = tmp_path / "g.yaml"
+    graph.write_text("name: g\nnodes:\n  - {name: src, type: synthetic_aria, params: {frames: 1, "
+                     "speed: 0, mic: false}}\n  - {name: sink, type: 'mynodes:Sink'}\n"
+                     "edges:\n  - src.image -> sink.inp\n")
+    import subprocess
+    import sys
+    from pathlib import Path
+    dance_command = Path(sys.executable).parent / "dance"      # the installed entry point
+    result = subprocess.run([str(dance_command), "validate", str(graph)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "shadowing" not in result.stderr + result.stdout
