@@ -57,13 +57,18 @@ class Classify(Node):
         self.counters["batches"] += 1
         self.counters["largest_batch"] = max(self.counters["largest_batch"], len(packets))
         for packet, pred in zip(packets, predictions):
-            confident = pred.prob >= self.min_confidence
-            self.counters["confident"] += confident
-            payload = {"label": pred.label, "index": pred.index, "prob": round(pred.prob, 6),
-                       "max_logit": round(pred.max_logit, 4), "confident": confident,
-                       "top_k": [[label, round(p, 6)]
-                                 for label, p in zip(pred.top_labels, pred.top_probs)]}
-            if self.all_probs:
-                payload["probs"] = [round(float(p), 6) for p in pred.probs]
+            payload = prediction_payload(pred, self.min_confidence, self.all_probs)
+            self.counters["confident"] += payload["confident"]
             self.emit("predictions", Packet(packet.stream, packet.timestamp_ns, packet.seq,
                                            payload, {"model": self.model}))
+
+
+def prediction_payload(pred, min_confidence: float, all_probs: bool) -> dict:
+    """The `labels` payload of a classifier's prediction (what label_retention reads)."""
+    payload = {"label": pred.label, "index": pred.index, "prob": round(pred.prob, 6),
+               "max_logit": round(pred.max_logit, 4), "confident": pred.prob >= min_confidence,
+               "top_k": [[label, round(p, 6)]
+                         for label, p in zip(pred.top_labels, pred.top_probs)]}
+    if all_probs:
+        payload["probs"] = [round(float(p), 6) for p in pred.probs]
+    return payload

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nodes.classify import prediction_payload
 from pipeline.node import Input, Node, Output, Param
 from pipeline.packet import Packet
 
@@ -80,6 +81,7 @@ class SplitTail(Node):
 
     def setup(self) -> None:
         self.classifier, _, self.tail, self.feature_codec = _load(self)
+        self.classifier.top_k = self.top_k
         self.feature_codec.decompress(self.feature_codec.compress(
             np.zeros(self.feature_codec.shape), 0))              # warm up: the coder's imports
         self.counters.update(layer=self.feature_codec.layer, rejected=0)
@@ -96,14 +98,7 @@ class SplitTail(Node):
             self.counters["rejected"] += 1
             return None
         with torch.inference_mode():
-            logits = self.tail(torch.from_numpy(features)[None]).float()[0]
-        probs = logits.softmax(-1).numpy()
-        top = np.argsort(-probs)[:self.top_k]
-        best = int(top[0])
-        names = self.classifier.categories
+            [pred] = self.classifier.predictions(self.tail(torch.from_numpy(features)[None]))
         return Packet(packet.stream, packet.timestamp_ns, packet.seq,
-                      {"label": names[best], "index": best, "prob": round(float(probs[best]), 6),
-                       "max_logit": round(float(logits[best]), 4),
-                       "confident": bool(probs[best] >= self.min_confidence),
-                       "top_k": [[names[i], round(float(probs[i]), 6)] for i in top]},
+                      prediction_payload(pred, self.min_confidence, all_probs=False),
                       {"model": self.model, "layer": self.feature_codec.layer})

@@ -82,20 +82,27 @@ class ImageClassifier:
         import torch
 
         out: list[Prediction] = []
-        k = min(self.top_k, len(self.categories))
         for start in range(0, len(frames), self.batch):
             pixels = torch.stack([self.prepare(f) for f in frames[start:start + self.batch]])
             with torch.inference_mode():
-                logits = self.model(pixels.to(self.device)).float()
-                log_probs = logits.log_softmax(dim=-1)
-                top_probs, top_index = log_probs.exp().topk(k, dim=-1)
-            logits, log_probs = logits.cpu().numpy(), log_probs.cpu().numpy()
-            for row, logp, tp, ti in zip(logits, log_probs, top_probs.cpu().numpy(),
-                                         top_index.cpu().numpy()):
-                best = int(ti[0])
-                out.append(Prediction(self.categories[best], best, np.exp(logp), float(row[best]),
-                                      logp, [self.categories[i] for i in ti],
-                                      [float(p) for p in tp]))
+                out += self.predictions(self.model(pixels.to(self.device)))
+        return out
+
+    def predictions(self, logits) -> list[Prediction]:
+        """Predictions from the model's logits (N×classes), e.g. of a split model's tail."""
+        import torch
+
+        k = min(self.top_k, len(self.categories))
+        with torch.inference_mode():
+            logits = logits.float()
+            log_probs = logits.log_softmax(dim=-1)
+            top_probs, top_index = log_probs.exp().topk(k, dim=-1)
+        out = []
+        for row, logp, tp, ti in zip(logits.cpu().numpy(), log_probs.cpu().numpy(),
+                                     top_probs.cpu().numpy(), top_index.cpu().numpy()):
+            best = int(ti[0])
+            out.append(Prediction(self.categories[best], best, np.exp(logp), float(row[best]),
+                                  logp, [self.categories[i] for i in ti], [float(p) for p in tp]))
         return out
 
 

@@ -1,6 +1,8 @@
 """Packets: the one unit of data that flows along graph edges and over the wire."""
 from __future__ import annotations
 
+import math
+
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -52,8 +54,8 @@ def meta_number(packet: "Packet", key: str, default=None, *, positive: bool = Fa
     value = packet.meta.get(key, default)
     if value is default:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-            or value in (float("inf"), float("-inf")) or (positive and value <= 0):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or (positive and value <= 0):
         return default
     return value
 
