@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
+from . import vrs
+from .aria import MIC_CHANNELS, MIC_STREAM, RGB_STREAM
+from .aria import MIC_SAMPLE_RATE as AUDIO_RATE
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 AUDIO_SUFFIXES = {".wav", ".flac"}
 VRS_SUFFIX = ".vrs"
-RGB_STREAM = "214-1"
-MIC_STREAM = "231-1"
-AUDIO_RATE = 48_000
 
 
 class DataError(ValueError):
@@ -138,15 +139,26 @@ class _Cropping(Dataset):
 # ----------------------------------------------------------------------------- VRS access
 
 def open_vrs(path: Path):
-    """A projectaria-tools data provider for ``path`` or DataError."""
-    from projectaria_tools.core import data_provider
+    """A projectaria-tools data provider for ``path`` (checked by dance/vrs.py) or DataError."""
+    try:
+        return vrs.open_provider(path)[0]
+    except (FileNotFoundError, vrs.VrsError) as e:
+        raise DataError(str(e)) from None
 
-    if not path.is_file():
-        raise DataError(f"{path}: no such VRS file")
-    provider = data_provider.create_vrs_data_provider(str(path))
-    if provider is None:
-        raise DataError(f"{path}: not a readable VRS recording")
-    return provider
+
+def damaged_records(path: Path, stream: str) -> tuple[int, ...]:
+    """Indices of the damaged data records of ``stream`` (see dance/vrs.py), usually none."""
+    try:
+        return vrs.scan(path).damaged.get(stream, ())
+    except (FileNotFoundError, vrs.VrsError) as e:
+        raise DataError(str(e)) from None
+
+
+def _refuse_damaged(path: Path, stream: str, first: int, stop: int) -> None:
+    bad = [i for i in damaged_records(path, stream) if first <= i < stop]
+    if bad:
+        raise DataError(f"{path}: record {bad[0]} of stream {stream} is damaged "
+                        f"({len(bad)} damaged in records {first}..{stop - 1})")
 
 
 def _stream(provider, path: Path, label: str):
@@ -174,32 +186,39 @@ class VrsReader:
 
 
 def read_vrs_frame(provider, path: Path, index: int) -> np.ndarray:
-    """RGB frame ``index`` of stream 214-1 as uint8 (H, W, 3)."""
+    """RGB frame ``index`` of the RGB stream as uint8 (H, W, 3)."""
     sid = _stream(provider, path, RGB_STREAM)
-    frame = provider.get_image_data_by_index(sid, index)[0].to_numpy_array()
+    _refuse_damaged(path, RGB_STREAM, index, index + 1)
+    try:
+        frame = provider.get_image_data_by_index(sid, index)[0].to_numpy_array()
+    except RuntimeError as e:  # an image the library cannot decode: "bad optional access"
+        raise DataError(f"{path}: frame {index} of {RGB_STREAM} cannot be decoded ({e})") from None
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise DataError(f"{path}: frame {index} of {RGB_STREAM} has shape {frame.shape}, expected (H, W, 3)")
     return frame
 
 
 def read_vrs_audio(provider, path: Path, first: int = 0, count: int | None = None) -> np.ndarray:
-    """Audio records [first, first+count) of stream 231-1 as int32 (frames, 7)."""
+    """Audio records [first, first+count) of the mic stream as int32 (frames, 7)."""
     sid = _stream(provider, path, MIC_STREAM)
     total = provider.get_num_data(sid)
     stop = total if count is None else min(total, first + count)
+    _refuse_damaged(path, MIC_STREAM, first, stop)
     blocks = []
     for i in range(first, stop):
         data = np.asarray(provider.get_audio_data_by_index(sid, i)[0].data, dtype=np.int64)
-        if data.size % 7:
-            raise DataError(f"{path}: audio record {i} has {data.size} values, not a multiple of 7 channels")
-        blocks.append(data.reshape(-1, 7))
-    return np.concatenate(blocks).astype(np.int32) if blocks else np.zeros((0, 7), np.int32)
+        if not data.size or data.size % MIC_CHANNELS:
+            raise DataError(f"{path}: audio record {i} has {data.size} values, not a multiple of "
+                            f"{MIC_CHANNELS} channels")
+        blocks.append(data.reshape(-1, MIC_CHANNELS))
+    return (np.concatenate(blocks).astype(np.int32) if blocks
+            else np.zeros((0, MIC_CHANNELS), np.int32))
 
 
 # ----------------------------------------------------------------------------- image datasets
 
 class VrsFrames(_Cropping):
-    """RGB frames of stream 214-1 from VRS recordings, as uint8 (3, H, W) crops.
+    """RGB frames from VRS recordings, as uint8 (3, H, W) crops; damaged frames are left out.
 
     ``frames`` optionally restricts each file to some frame indices (the time split of a single
     recording); by default every frame is used. Up to ``cache_frames`` decoded frames stay in
@@ -217,7 +236,12 @@ class VrsFrames(_Cropping):
         for path in files:
             count = vrs_frame_count(path, self.reader)
             chosen = frames.get(path, range(count)) if frames else range(count)
-            self.index += [(path, i) for i in chosen]
+            damaged = set(damaged_records(path, RGB_STREAM))
+            kept = [(path, i) for i in chosen if i not in damaged]
+            if len(kept) < len(chosen):
+                print(f"note: {path}: skipped {len(chosen) - len(kept)} damaged frame(s) of "
+                      f"{RGB_STREAM}", file=sys.stderr)
+            self.index += kept
 
     def __len__(self) -> int:
         return len(self.index)
@@ -321,7 +345,7 @@ class _AudioSegments(_Cropping):
 
 
 class VrsAudio(_AudioSegments):
-    """Segments of the 7-channel int32 microphone stream 231-1 of VRS recordings."""
+    """Segments of the 7-channel int32 microphone stream of VRS recordings."""
 
     def __init__(self, files: Sequence[Path], segment_frames: int, crop: int | None, train: bool,
                  transform: Transform | None = None, short: str = "pad",

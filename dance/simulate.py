@@ -39,10 +39,10 @@ import torch
 from scipy import signal
 
 from .data import AUDIO_SUFFIXES, SPLITS, split_of
+from .aria import MIC_CHANNELS as NUM_MICS
+from .aria import MIC_SAMPLE_RATE as SAMPLE_RATE
 from .geometry import ARIA_MIC_POSITIONS
 
-SAMPLE_RATE = 48_000
-NUM_MICS = 7
 # Bump when the same seed and settings would give a different clip: folders record it.
 GENERATOR_VERSION = 2
 
@@ -69,12 +69,11 @@ MIN_RECORDING_SECONDS = 0.3
 
 def mic_positions_from_vrs(vrs_path: str | Path) -> np.ndarray:
     """Read the 7 microphone positions (7, 3) in metres from a VRS file's device calibration."""
-    from projectaria_tools.core import data_provider
+    from .vrs import open_provider
 
-    provider = data_provider.create_vrs_data_provider(str(vrs_path))
-    if provider is None:
-        raise ValueError(f"{vrs_path}: cannot open as a VRS recording")
-    calib = provider.get_device_calibration()
+    calib = open_provider(Path(vrs_path))[0].get_device_calibration()
+    if calib is None:
+        raise ValueError(f"{vrs_path}: the recording has no device calibration")
     return np.array(
         [np.asarray(calib.get_transform_device_sensor(f"mic{i}", True).translation()).reshape(3)
          for i in range(NUM_MICS)]

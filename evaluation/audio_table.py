@@ -213,9 +213,10 @@ def read_clip(path: Path, max_seconds: float | None):
     """(int32 frames×channels, sample rate) of a WAV/FLAC file or a VRS mic stream."""
     import numpy as np
 
+    from dance.aria import MIC_SAMPLE_RATE
     from dance.data import DataError, open_vrs, read_vrs_audio
     if path.suffix.lower() == ".vrs":
-        raw, rate = read_vrs_audio(open_vrs(path), path), 48000
+        raw, rate = read_vrs_audio(open_vrs(path), path), MIC_SAMPLE_RATE
     else:
         import soundfile as sf
         try:

@@ -18,8 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from nodes.aria_packets import (MIC_SAMPLE_RATE, MIC_STREAM, RGB_STREAM, STREAM_NAMES,
-                                audio_block_packet, frame_packet)
+from dance.aria import MIC_CHANNELS, MIC_SAMPLE_RATE, MIC_STREAM, RGB_STREAM, STREAM_NAMES
+from nodes.aria_packets import audio_block_packet, frame_packet
 from pipeline.node import Output, Param, Source
 from pipeline.packet import Packet
 
@@ -184,8 +184,9 @@ class AriaLiveSource(Source):
     `aria streaming start`. Stops with one line naming the node when the glasses cannot be
     reached, the SDK reports a failure, or nothing arrives for idle_timeout_s."""
 
-    image = Output("image", "camera-rgb (214-1) frames, H×W×3 uint8, stream 'camera-rgb'")
-    audio = Output("audio", "mic (231-1) blocks, frames×7 int32 at 48 kHz, stream 'mic'")
+    image = Output("image", f"camera-rgb ({RGB_STREAM}) frames, H×W×3 uint8, stream 'camera-rgb'")
+    audio = Output("audio", f"mic ({MIC_STREAM}) blocks, frames×{MIC_CHANNELS} int32 at "
+                   f"{MIC_SAMPLE_RATE // 1000} kHz, stream 'mic'")
     interface = Param(str, "usb", "link the sensor data travels over", choices=("usb", "wifi"))
     ip = Param(str, "", "IPv4 address of the glasses to connect to; empty: the glasses on USB")
     profile = Param(str, "profile18", "streaming profile; profile18 has RGB and 7-channel audio")

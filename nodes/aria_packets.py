@@ -3,9 +3,10 @@ that a graph cannot tell a recording from the glasses.
 
 Both build packets from projectaria-tools record types (`ImageDataRecord`, `AudioData`,
 `AudioDataRecord`): a VRS file and the client SDK's streaming observer hand out the same ones.
-Timestamps are `capture_timestamp_ns` on the device clock. Frames keep the sensor orientation
-(the Aria cameras are mounted sideways; `np.rot90(frame, -1)` shows them upright): neither source
-rotates, so a model sees the same pixels live and in replay.
+Stream ids and formats are in dance/aria.py. Timestamps are `capture_timestamp_ns` on the
+device clock. Frames keep the sensor orientation (the Aria cameras are mounted sideways;
+`np.rot90(frame, -1)` shows them upright): neither source rotates, so a model sees the same
+pixels live and in replay.
 """
 from __future__ import annotations
 
@@ -15,9 +16,6 @@ import numpy as np
 
 from pipeline.packet import Packet, audio_packet, image_packet
 
-RGB_STREAM, MIC_STREAM = "214-1", "231-1"
-STREAM_NAMES = {RGB_STREAM: "camera-rgb", MIC_STREAM: "mic"}
-MIC_SAMPLE_RATE = 48_000  # Aria gen 1 microphone array; a stream carries no audio configuration
 INT32 = np.iinfo(np.int32)
 
 

@@ -1,59 +1,21 @@
 """`aria_vrs`: replay a Project Aria VRS recording through a graph, via projectaria-tools."""
 from __future__ import annotations
 
-import mmap
 import re
-import struct
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from nodes.aria_packets import (MIC_STREAM, RGB_STREAM, STREAM_NAMES, audio_block_packet,
-                                frame_packet)
+from dance.aria import MIC_CHANNELS, MIC_SAMPLE_RATE, MIC_STREAM, RGB_STREAM, STREAM_NAMES
+from dance.vrs import VrsError, open_provider, scan
+from nodes.aria_packets import audio_block_packet, frame_packet
 from nodes.recording import LoopClock
-from pipeline.node import Output, Param, Source
+from pipeline.node import FILE, Output, Param, Source
 from pipeline.packet import Packet
 _STREAM_ID = re.compile(r"\d+-\d+")
 SUPPORTED = {"IMAGE", "AUDIO", "IMU", "MAGNETOMETER", "BAROMETER"}
-
-# VRS file layout (vrs/FileFormat.h): the header names its own size and the record header size;
-# every record header starts with (record size, previous record size), so records form a chain.
-_VRS_MAGIC = (b"Visi", b"onRe", b"cord")
-_VRS_HEADER = struct.Struct("<4s4sQIIqqqQQQ4sI")
-_VRS_RECORD_SIZES = struct.Struct("<II")
-
-
-def check_vrs_file(path: Path) -> None:
-    """Raise one clear error if `path` is missing, not VRS, truncated or has a broken record chain.
-
-    projectaria-tools opens truncated files silently (dropping the records past the end) and
-    skips damaged records with a log line per record, so the chain is walked here first.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such VRS file")
-    size = path.stat().st_size
-    if size < _VRS_HEADER.size:
-        raise ValueError(f"{path}: not a VRS file ({size} bytes, too short for a header)")
-    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        (magic1, magic2, _, header_size, record_header_size, *_, magic3,
-         _version) = _VRS_HEADER.unpack_from(data)
-        if (magic1, magic2, magic3) != _VRS_MAGIC:
-            raise ValueError(f"{path}: not a VRS file (bad magic)")
-        if header_size < _VRS_HEADER.size or record_header_size < _VRS_RECORD_SIZES.size:
-            raise ValueError(f"{path}: corrupt VRS header")
-        offset, previous = header_size, 0
-        while offset < size:
-            if offset + _VRS_RECORD_SIZES.size > size:
-                raise ValueError(f"{path}: truncated VRS file: it ends inside the record "
-                                 f"header at byte {offset}")
-            record_size, previous_size = _VRS_RECORD_SIZES.unpack_from(data, offset)
-            if record_size < record_header_size or previous_size != previous:
-                raise ValueError(f"{path}: corrupt VRS file: broken record chain at byte {offset}")
-            if offset + record_size > size:
-                raise ValueError(f"{path}: truncated VRS file: the record at byte {offset} needs "
-                                 f"{offset + record_size - size} more bytes")
-            offset, previous = offset + record_size, record_size
 
 
 class AriaVrsSource(Source):
@@ -62,10 +24,11 @@ class AriaVrsSource(Source):
     Packets come in device-time order (an audio block when its last sample is recorded); other
     sensors are IMU, SLAM/eye cameras, barometer and magnetometer streams."""
 
-    image = Output("image", "camera-rgb (214-1) frames, H×W×3 uint8, stream 'camera-rgb'")
-    audio = Output("audio", "mic (231-1) blocks, frames×7 int32 at 48 kHz, stream 'mic'")
+    image = Output("image", f"camera-rgb ({RGB_STREAM}) frames, H×W×3 uint8, stream 'camera-rgb'")
+    audio = Output("audio", f"mic ({MIC_STREAM}) blocks, frames×{MIC_CHANNELS} int32 at "
+                   f"{MIC_SAMPLE_RATE // 1000} kHz, stream 'mic'")
     sensor = Output("sensor", "the extra_streams, each on a stream named by its label")
-    path = Param(str, doc="VRS file to replay")
+    path = Param(str, doc="VRS file to replay", path=FILE)
     rgb = Param(bool, True, "emit the RGB camera frames")
     mic = Param(bool, True, "emit the microphone blocks")
     extra_streams = Param(list, [], "other streams by label or id, e.g. ['imu-right', '1201-1']")
@@ -75,20 +38,23 @@ class AriaVrsSource(Source):
                   min=0.0)
     loop = Param(bool, False, "start over at the end, timestamps continuing to increase")
 
+    @classmethod
+    def check(cls, params: dict, wiring) -> Iterator[tuple[str, str]]:
+        """The VRS file's headers, index and records, as setup() checks them (dance/vrs.py)."""
+        try:
+            scan(Path(params["path"]))
+        except (FileNotFoundError, VrsError) as exc:
+            yield "path", str(exc)
+
     def setup(self) -> None:
         path = Path(self.path)
-        check_vrs_file(path)
-        from projectaria_tools.core import data_provider
+        provider, self._scan = open_provider(path)
         from projectaria_tools.core.sensor_data import SensorDataType, TimeDomain
         from projectaria_tools.core.stream_id import StreamId
 
-        self._device_time = TimeDomain.DEVICE_TIME
-        try:
-            provider = data_provider.create_vrs_data_provider(str(path))
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: projectaria-tools cannot read it: {exc}") from None
-        if provider is None:
-            raise ValueError(f"{path}: projectaria-tools cannot open it")
+        self._device_time, self._record_time = TimeDomain.DEVICE_TIME, TimeDomain.RECORD_TIME
+        self._skipped: dict[str, int] = {}
+        self.counters["skipped_records"] = self._skipped
         present = {str(sid) for sid in provider.get_all_streams()}
         wanted = {RGB_STREAM: self.rgb, MIC_STREAM: self.mic}
         for sid, label in STREAM_NAMES.items():
@@ -118,6 +84,10 @@ class AriaVrsSource(Source):
         self._sample_rates = {
             sid: int(provider.get_audio_configuration(StreamId(sid)).sample_rate)
             for sid, kind in kinds.items() if kind == SensorDataType.AUDIO}
+        for sid, rate in self._sample_rates.items():
+            if not 0 < rate <= 1_000_000:
+                raise ValueError(f"{path}: stream {sid} has an unusable audio configuration "
+                                 f"(sample rate {rate})")
         options = provider.get_default_deliver_queued_options()
         options.deactivate_stream_all()
         for sid in active:
@@ -137,13 +107,27 @@ class AriaVrsSource(Source):
         self._provider, self._options = provider, options
 
     def run(self) -> Iterator[tuple[str, Packet]]:
+        try:
+            yield from self._replay()
+        finally:
+            if self._skipped:
+                counts = ", ".join(f"{sid}: {n}" for sid, n in sorted(self._skipped.items()))
+                print(f"warning: node '{self.name}': {self.path}: skipped "
+                      f"{sum(self._skipped.values())} damaged record(s) ({counts})",
+                      file=sys.stderr, flush=True)
+
+    def _replay(self) -> Iterator[tuple[str, Packet]]:
         clock, seq, passes = LoopClock(), {}, 0
         while True:
             for data in self._provider.deliver_queued_sensor_data(self._options):
                 if self.stopping:
                     return
                 sid = str(data.stream_id())
-                port, packet = self._packet(sid, data, seq.get(sid, 0))
+                built = self._intact_packet(sid, data, seq.get(sid, 0))
+                if built is None:
+                    self._skipped[sid] = self._skipped.get(sid, 0) + 1
+                    continue
+                port, packet = built
                 seq[sid] = packet.seq + 1
                 if passes == 0:
                     clock.observe(packet)
@@ -156,6 +140,19 @@ class AriaVrsSource(Source):
                 return
             passes += 1
             clock.next_loop()
+
+    def _intact_packet(self, sid: str, data: Any, seq: int) -> tuple[str, Packet] | None:
+        """The packet of a record, or None for a damaged one: listed by the scan (the library
+        would hand out the previous record's content) or unreadable to the library."""
+        if self._scan.is_damaged(sid, data.get_time_ns(self._record_time)):
+            return None
+        try:
+            port, packet = self._packet(sid, data, seq)
+        except (RuntimeError, ValueError):  # e.g. "bad optional access" for an unreadable image
+            return None
+        if sid == MIC_STREAM and packet.payload.shape[1:] != (MIC_CHANNELS,):
+            return None
+        return port, packet
 
     def _packet(self, sid: str, data: Any, seq: int) -> tuple[str, Packet]:
         from projectaria_tools.core.sensor_data import SensorDataType

@@ -14,13 +14,13 @@ import numpy as np
 from PIL import Image
 from scipy.signal import lfilter
 
+from dance.aria import MIC_CHANNELS as CHANNELS
+from dance.aria import MIC_SAMPLE_RATE as SAMPLE_RATE
+from dance.aria import RGB_SIZE as SIZE
 from dance.geometry import ARIA_MIC_POSITIONS, SPEED_OF_SOUND
 from pipeline.node import Output, Param, Source
 from pipeline.packet import Packet, audio_packet, image_packet
 
-SIZE = 1408
-SAMPLE_RATE = 48000
-CHANNELS = 7
 START_NS = 86_000_000_000  # device clocks count from boot; start where the sample recording does
 
 
