@@ -160,18 +160,97 @@ def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet
     return Packet(stream, timestamp_ns, seq, payload, meta), bool(flags & FLAG_EOS)
 
 
+
+BATCH_MAGIC = b"DB"
+_BATCH = struct.Struct("<2sBxI")   # magic, version, reserved, packet count
+BATCH_MAX_COUNT = 1024
+BATCH_MAX_BYTES = 1 << 20          # a whole batch, checked before anything is decoded
+_SEQ_TS = struct.Struct("<Qq")     # the two header fields that differ along one stream
+
+
+def pack_batch(packets: Sequence[bytes], prefix: bytes = b"") -> bytes:
+    """Several one-frame packets (header | body, as `pack` makes them) in one message:
+    `prefix` | "DB" | version | 0 | u32 count | count x u32 size | the packets."""
+    return b"".join((prefix, _BATCH.pack(BATCH_MAGIC, VERSION, len(packets)),
+                     struct.pack(f"<{len(packets)}I", *map(len, packets)), *packets))
+
+
+def is_batch(view: memoryview) -> bool:
+    return view[:2] == BATCH_MAGIC
+
+
+class Decoder:
+    """`decode` for one link: a one-frame packet whose header repeats the previous one's apart
+    from seq and timestamp (one stream's frames) reuses its parsed, validated fields (the same
+    bytes pass the same checks); anything else is decoded in full."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.max_bytes = max_bytes
+        self._size, self._end, self._head, self._tail, self._fields = 0, 0, b"", b"", None
+
+    def decode(self, frames: Sequence) -> tuple[Packet, bool]:
+        if self._fields is not None and len(frames) == 1:
+            one = frames[0]
+            if type(one) is not memoryview:
+                one = _byte_view(one)
+            if len(one) == self._size and one[24:self._end] == self._tail \
+                    and one[:8] == self._head:
+                seq, timestamp_ns = _SEQ_TS.unpack_from(one, 8)
+                stream, meta, payload_of, eos = self._fields
+                return Packet(stream, timestamp_ns, seq, payload_of(one), dict(meta)), eos
+        packet, eos = decode(frames, self.max_bytes)
+        self._fields = None
+        payload = packet.payload
+        if len(frames) == 1 and isinstance(payload, (np.ndarray, bytes)):
+            one = _byte_view(frames[0])
+            end = len(one) - (payload.nbytes if isinstance(payload, np.ndarray) else len(payload))
+            self._size, self._end = len(one), end
+            self._head, self._tail = bytes(one[:8]), bytes(one[24:end])
+            if isinstance(payload, bytes):
+                def payload_of(view):
+                    return bytes(view[end:])
+            else:
+                dtype, shape = payload.dtype, payload.shape
+
+                def payload_of(view):  # positional arguments: twice as fast as frombuffer
+                    return np.ndarray(shape, dtype, view, end)
+            self._fields = packet.stream, dict(packet.meta), payload_of, eos
+        return packet, eos
+
+    def decode_batch(self, view: memoryview) -> list[tuple[Packet, bool]]:
+        """Every packet of a batch (`pack_batch`), in order; WireError if the batch or any
+        packet in it is malformed (then none is delivered)."""
+        if len(view) < _BATCH.size or len(view) > BATCH_MAX_BYTES:
+            raise WireError(f"batch of {len(view)} bytes is outside "
+                            f"{_BATCH.size}..{BATCH_MAX_BYTES}")
+        magic, version, count = _BATCH.unpack_from(view)
+        if magic != BATCH_MAGIC or version != VERSION:
+            raise WireError(f"bad batch magic or version ({bytes(magic)!r}, {version})")
+        at = _BATCH.size + 4 * count
+        if not 2 <= count <= BATCH_MAX_COUNT or at > len(view):
+            raise WireError(f"batch count {count} is out of range for {len(view)} bytes")
+        sizes = struct.unpack_from(f"<{count}I", view, _BATCH.size)
+        if sum(sizes) != len(view) - at or min(sizes) < _FIXED.size:
+            raise WireError("batch packet sizes do not match the batch length")
+        out = []
+        for size in sizes:
+            out.append(self.decode([view[at:at + size]]))
+            at += size
+        return out
+
+
 def _meta_json(meta: dict) -> bytes:
     """Metadata as JSON bytes; flat metadata that repeats (image shapes, codec names) is
     serialised once. Types are part of the key, since 1, 1.0 and True hash alike."""
     try:
-        return _meta_json_cached(tuple((k, type(v), v) for k, v in meta.items()))
+        return _meta_json_cached(tuple(meta.items()), tuple(map(type, meta.values())))
     except TypeError:  # unhashable values (lists, dicts): serialise every time
         return _to_json(meta).encode()
 
 
 @functools.lru_cache(maxsize=256)
-def _meta_json_cached(items: tuple) -> bytes:
-    return _to_json({k: v for k, _, v in items}).encode()
+def _meta_json_cached(items: tuple, _types: tuple) -> bytes:
+    return _to_json(dict(items)).encode()
 
 
 @functools.lru_cache(maxsize=256)

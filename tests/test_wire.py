@@ -140,7 +140,8 @@ def test_link_inbox_counts_hostile_messages_and_keeps_delivering():
 
     import zmq
 
-    from pipeline.transport import LinkReceiver, route_prefix
+    from pipeline.links import LinkReceiver
+    from pipeline.transport import route_prefix
     got = []
     ctx = zmq.Context()
     inbox = LinkReceiver(ctx, "tcp://127.0.0.1:*", lambda r, p, eos: got.append(p) or True,
@@ -179,3 +180,49 @@ def test_numpy_scalars_cross_processes_and_other_objects_are_one_line_errors():
     assert received.meta == {"gain": 2.0} and type(received.payload["n"]) is int
     with pytest.raises(wire.WireError, match="stream 'm'.*type object is not JSON"):
         wire.encode(Packet("m", 0, 0, {"x": object()}))
+
+
+def test_batches_round_trip_and_random_damage_gives_only_wire_errors():
+    packets = [audio_packet("mic", 5 + i, i, np.full((16, 7), i, np.int32), 48000)
+               for i in range(5)] + [Packet("s", 9, 9, b"xyz", {"k": 1})]
+    batch = wire.pack_batch([b"".join(wire.pack(wire.encode(p))) for p in packets])
+    decoded = wire.Decoder().decode_batch(memoryview(batch))
+    assert [(p.stream, p.seq, p.timestamp_ns, p.meta) for p, _ in decoded] == \
+        [(p.stream, p.seq, p.timestamp_ns, p.meta) for p in packets]
+    assert all(np.array_equal(d.payload, p.payload) if isinstance(p.payload, np.ndarray)
+               else d.payload == p.payload for (d, _), p in zip(decoded, packets))
+    rng = random.Random(2)
+    for _ in range(3000):
+        damaged = bytearray(batch)
+        for _ in range(rng.randint(1, 3)):
+            if damaged and rng.random() < 0.7:
+                damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+            else:
+                del damaged[rng.randrange(len(damaged) + 1):]
+        try:
+            result = wire.Decoder().decode_batch(memoryview(bytes(damaged)))
+        except wire.WireError:
+            continue
+        assert len(result) >= 2 and all(isinstance(p.meta, dict) for p, _ in result)
+
+
+def test_decoder_reuses_a_repeated_header_only_when_it_is_the_same():
+    decoder = wire.Decoder()
+    cases = [Packet("a", 1, 1, np.zeros((2, 3), np.uint8), {"x": 1}),
+             Packet("a", 2, 2, np.ones((2, 3), np.uint8), {"x": 1}),   # repeats: reused
+             Packet("b", 3, 3, np.ones((2, 3), np.uint8), {"x": 1}),   # other stream
+             Packet("b", 4, 4, np.ones((3, 2), np.uint8), {"x": 1}),   # other shape, same size
+             Packet("b", 5, 5, np.ones((3, 2), np.uint8), {"x": 2}),   # other metadata
+             Packet("b", 6, 6, np.ones((3, 2), np.int8), {"x": 2}),    # other dtype
+             Packet("b", 7, 7, b"\x01" * 6, {"x": 2})]                 # bytes, same body size
+    for packet in cases:
+        got, eos = decoder.decode(wire.pack(wire.encode(packet)))
+        assert (got.stream, got.seq, got.timestamp_ns, got.meta) == \
+            (packet.stream, packet.seq, packet.timestamp_ns, packet.meta) and not eos
+        assert type(got.payload) is type(packet.payload)
+        if isinstance(packet.payload, np.ndarray):
+            assert got.payload.dtype == packet.payload.dtype
+            np.testing.assert_array_equal(got.payload, packet.payload)
+        got.meta["x"] = 99  # a receiver changing its meta must not change the next packet's
+    eos_frames = wire.pack(wire.end_of_stream())
+    assert decoder.decode(eos_frames)[1] and decoder.decode(eos_frames)[1]
