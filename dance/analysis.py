@@ -4,6 +4,8 @@ Conv MACs = output elements × (input channels / groups) × kernel volume (trans
 input elements × output channels / groups × kernel volume); padding zeros count like the
 paper's figures. GDN's channel mixing (C MACs per output element) is reported separately as
 `norm`, because the paper's 506.25 MACs/px counts the convolutions only. Pooling counts nothing.
+Wavelet packets (`dance.wavelets`) count their lifting multiply-adds with the convs: each
+lifting step is a 2-tap filter on half the samples.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .layers import GDN, FrozenGDN
+from .wavelets import InverseWaveletPacket, WaveletPacket
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -30,6 +33,8 @@ def count_macs(module: nn.Module, x: torch.Tensor) -> dict[str, int]:
         if isinstance(mod, _CONVS):
             kernel = math.prod(mod.kernel_size)
             totals["conv"] += output.numel() * mod.in_channels // mod.groups * kernel
+        elif isinstance(mod, (WaveletPacket, InverseWaveletPacket)):
+            totals["conv"] += inputs[0].numel() * mod.macs_per_element()
         elif isinstance(mod, _TRANSPOSED):
             kernel = math.prod(mod.kernel_size)
             totals["conv"] += inputs[0].numel() * mod.out_channels // mod.groups * kernel
@@ -37,7 +42,8 @@ def count_macs(module: nn.Module, x: torch.Tensor) -> dict[str, int]:
             totals["norm"] += output.numel() * output.shape[1]
 
     handles = [m.register_forward_hook(hook) for m in module.modules()
-               if isinstance(m, (*_CONVS, *_TRANSPOSED, GDN, FrozenGDN))]
+               if isinstance(m, (*_CONVS, *_TRANSPOSED, GDN, FrozenGDN, WaveletPacket,
+                                 InverseWaveletPacket))]
     try:
         with torch.inference_mode():
             module(x)

@@ -32,6 +32,14 @@ tested, and reproduce both reference configs (`aria-image`: 2-D, 3 channels, 783
 7. Decoder (Cheng 2020 family, heavier than the encoder by design): one width per upsampling
    stage, halving from M toward full resolution, at least 16: w_j = max(16, M/2^j); attention
    blocks on. (Halving keeps the full-resolution stages cheap enough to train on a CPU.)
+
+The walloc family (seed 003) is sized by `size_walloc`: its lossless stage spends about
+WALLOC_LATENT_BITS bits per 8-bit latent element, so the element reduction is
+R = ratio · WALLOC_LATENT_BITS / sample_bits; the wavelet levels J are the fewest whose
+2^(dims·J) subbands per channel leave at least WALLOC_MIN_KEPT of them per input channel after
+the reduction (a projection that keeps a few directions of many, not all of few), and the
+latent keeps channels · 2^(dims·J) / R of them. 2-D, 3 channels, 150:1: J = 4, 12 channels —
+the slides' 64× reduction at 153:1.
 """
 from __future__ import annotations
 
@@ -46,7 +54,9 @@ DEFAULT_SAMPLE_BITS = {1: 24, 2: 8, 3: 8}
 AUDIO_STRIDES = (2, 3, 4, 5)
 MAX_INPUT_REDUCTION = 4
 MIN_CODED_RATIO = 48.0
-FAMILIES = ("dance", "hyperprior")
+FAMILIES = ("dance", "hyperprior", "walloc")
+WALLOC_LATENT_BITS = 3.4   # walloc-image on Kodak at its top level: 8.6 KB for 18,432 elements = 3.7
+WALLOC_MIN_KEPT = 4
 
 
 def size_model(dims: int, channels: int, *, target_ratio: float | None = None,
@@ -64,6 +74,8 @@ def size_model(dims: int, channels: int, *, target_ratio: float | None = None,
         raise ValueError(f"channels must be positive, got {channels}")
     ratio = float(target_ratio or REFERENCE_RATIO[dims])
     bits = sample_bits or DEFAULT_SAMPLE_BITS[dims]
+    if family == "walloc":
+        return size_walloc(dims, channels, ratio, bits, levels)
     budget = float(mac_budget or DEFAULT_MAC_BUDGET[dims])
     latent = 192 if lmbda is not None and lmbda >= HIGH_RATE_LAMBDA else 128
 
@@ -87,6 +99,24 @@ def size_model(dims: int, channels: int, *, target_ratio: float | None = None,
         config["rate"] = {"levels": int(levels), "step_min": 0.5, "step_max": 4.0}
     if lmbda is not None:
         config["lmbda"] = float(lmbda)
+    return config
+
+
+def size_walloc(dims: int, channels: int, ratio: float, sample_bits: int, levels: int = 1) -> dict:
+    """A walloc config (module docstring): wavelet levels and latent channels from the ratio."""
+    reduction = ratio * WALLOC_LATENT_BITS / sample_bits
+    if reduction <= 1:
+        raise ValueError(f"a {ratio:g}:1 walloc needs no reduction of the {sample_bits}-bit signal")
+    wavelet_levels = 1
+    while 2 ** (dims * wavelet_levels) < WALLOC_MIN_KEPT * reduction:
+        wavelet_levels += 1
+    latent = max(1, round(channels * 2 ** (dims * wavelet_levels) / reduction))
+    config = {"family": "walloc", "dims": dims, "in_channels": channels,
+              "wavelet": "bior4.4", "wavelet_levels": wavelet_levels, "latent_channels": latent,
+              "encoder": {"hidden": 0}, "decoder": {"width": 160, "blocks": 3},
+              "lossless": "auto"}
+    if levels > 1:
+        config["rate"] = {"levels": int(levels), "step_min": 1.0, "step_max": 4.0}
     return config
 
 

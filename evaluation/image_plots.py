@@ -56,7 +56,7 @@ def plot_figure(frame_name: str, original, results: list, path: Path,
             panels.append((method.name, None, "budget below the smallest encoding"))
             continue
         data, image, detail = result
-        how = f" · 1/{detail['scale']:g} q{detail['quality']}" if detail else ""
+        how = f" · 1/{detail['scale']:g} q{detail['quality']}" if "scale" in detail else ""
         panels.append((method.name.split(" @ ")[0], image,
                        f"{len(data):,} B · {original.nbytes / len(data):.0f}:1 · "
                        f"{psnr(original, image):.2f} dB{how}"))

@@ -4,7 +4,8 @@ RR+WebP (and with --avif RR+AVIF) at the same size.
 Frame by frame, each codec's container bytes are the budget RR+JPEG and RR+WebP (and RR+AVIF
 with --avif) must meet (baselines/image.py: scale and quality searched for the best PSNR, never
 over budget). Per method: encoder parameters and conv MACs per pixel (as `dance inspect`),
-compression ratio (total raw H·W·3 bytes / total container bytes), mean PSNR and MS-SSIM over the
+encoding megapixels per second on one thread (a learned codec's compress, rate search included;
+a baseline's one encode at the scale and quality its search found), compression ratio (total raw H·W·3 bytes / total container bytes), mean PSNR and MS-SSIM over the
 full frame, and with --clip the label retention of CLIP zero-shot predictions, decoded frame vs
 original (Wilson 95% interval; the paper keeps frames whose original max logit is >= 18:
 --min-logit 18), or with --classifier that of a pretrained torchvision ImageNet classifier:
@@ -26,6 +27,7 @@ from pathlib import Path
 from .report import add_output_arguments, fmt, write_json
 
 BASELINES = (("RR+JPEG", "jpeg"), ("RR+WebP", "webp"))
+FAMILY_NAMES = {"walloc": "WaLLoC", "cs": "CS"}   # row names of learned codecs; others: DANCE
 AVIF = ("RR+AVIF", "avif")  # with --avif
 TOP_K = 5  # --classifier: agreement of the original top-1 with the decoded top-5
 VRS_SUFFIX = ".vrs"
@@ -103,6 +105,7 @@ class Method:
             "compression_ratio": raw / sent if sent else None,
             "psnr_db": _mean(f["psnr_db"] for f in done),
             "ms_ssim": _mean(f["ms_ssim"] for f in done),
+            "encode_mp_per_s": _throughput(done),
             "label_retention": retention.as_dict() if retention else None, **(extra or {})}
 
 
@@ -206,7 +209,8 @@ def build_methods(codecs: list[tuple[str, object]], baselines=BASELINES) -> list
     methods = []
     for label, codec in codecs:
         report = model_report(codec.model)
-        methods.append(Method(f"DANCE {label}", "dance", label, report["encoder_params"],
+        name = f"{FAMILY_NAMES.get(codec.model.family, 'DANCE')} {label}"
+        methods.append(Method(name, "dance", label, report["encoder_params"],
                               report["encoder_macs_per_sample"]))
         methods += [Method(f"{name} @ {label}", f"rr_{fmt}", label, 0) for name, fmt in baselines]
     return methods
@@ -214,13 +218,16 @@ def build_methods(codecs: list[tuple[str, object]], baselines=BASELINES) -> list
 
 def code_frame(original, codecs, step, target=None, baselines=BASELINES) -> list:
     """Per method: (container, decoded frame, baseline scale/quality) or None (no fit)."""
-    from baselines.image import BaselineError, decode, fit_budget
+    from baselines.image import BaselineError, decode, encode, fit_budget
 
     results: list = []
     for label, codec in codecs:
         step(label)
-        container = codec.compress(original, target=target)
-        results.append((container, codec.decompress(container), {}))
+        with one_thread():
+            started = time.perf_counter()
+            container = codec.compress(original, target=target)
+            seconds = time.perf_counter() - started
+        results.append((container, codec.decompress(container), {"encode_seconds": seconds}))
         for name, image_format in baselines:
             step(f"{name} @ {label}")
             try:
@@ -228,9 +235,34 @@ def code_frame(original, codecs, step, target=None, baselines=BASELINES) -> list
             except BaselineError:
                 results.append(None)
                 continue
+            started = time.perf_counter()      # one encode at the point the search found
+            encode(original, image_format, fit.quality, fit.scale)
             results.append((fit.data, decode(fit.data),
-                            {"scale": fit.scale, "quality": fit.quality}))
+                            {"scale": fit.scale, "quality": fit.quality,
+                             "encode_seconds": time.perf_counter() - started}))
     return results
+
+
+class one_thread:
+    """Torch on one thread inside the block (the device-side speed the table reports)."""
+
+    def __enter__(self):
+        import torch
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import torch
+        torch.set_num_threads(self.threads)
+
+
+def _throughput(frames: list[dict]) -> float | None:
+    """Megapixels per second of encoding over the frames that were timed."""
+    timed = [f for f in frames if f.get("encode_seconds")]
+    if not timed:
+        return None
+    pixels = sum(f["raw_bytes"] / 3 for f in timed)
+    return pixels / sum(f["encode_seconds"] for f in timed) / 1e6
 
 
 def score_frame(frame_name: str, original, methods: list[Method], results: list,
@@ -374,7 +406,8 @@ def print_table(summaries: list[dict], frames: int, with_clip) -> None:
                   caption="ratio: raw H·W·3 bytes / bytes; PSNR, MS-SSIM: means over frames")
     with_classifier = with_clip == "classifier"
     with_clip = bool(with_clip) and not with_classifier
-    for column in ("method", "encoder params", "MACs/px", "ratio", "PSNR dB", "MS-SSIM",
+    for column in ("method", "encoder params", "MACs/px", "MP/s 1 thread", "ratio", "PSNR dB",
+                   "MS-SSIM",
                    "label retention [95% CI]" if with_clip else None,
                    "top-1 agreement [95% CI]" if with_classifier else None,
                    f"in top-{TOP_K}" if with_classifier else None,
@@ -386,6 +419,7 @@ def print_table(summaries: list[dict], frames: int, with_clip) -> None:
         cells = [
             s["method"], f"{s['encoder_params']:,}",
             "—" if s["encoder_macs_per_pixel"] is None else f"{s['encoder_macs_per_pixel']:,.2f}",
+            fmt(s.get("encode_mp_per_s"), "{:.1f}"),
             fmt(s["compression_ratio"], "{:.0f}:1"), fmt(s["psnr_db"], "{:.2f}"),
             fmt(s["ms_ssim"], "{:.4f}")]
         if with_clip or with_classifier:

@@ -72,6 +72,7 @@ def test_png_folder_two_codecs_with_clip(tmp_path, tiny):
                 assert mine["bytes"] <= theirs["bytes"]  # the codec's size is the budget
         for row in (rows[f"DANCE {codec}"], rows[f"RR+WebP @ {codec}"]):
             assert 0 < row["ms_ssim"] <= 1 and np.isfinite(row["psnr_db"])
+            assert row["encode_mp_per_s"] > 0
             retention = row["label_retention"]
             assert retention["total"] == 3 and 0 <= retention["rate"] <= 1
             assert retention["ci_low"] <= retention["rate"] <= retention["ci_high"]
