@@ -75,7 +75,8 @@ class Row:
     detail: str = ""
 
 
-def run_images(checkpoints: list[str], frames: list[tuple[str, np.ndarray]]) -> tuple[list[Row], list[tuple[str, float]]]:
+def run_images(checkpoints: list[str], frames: list[tuple[str, np.ndarray]]
+               ) -> tuple[list[Row], list[tuple[str, float]]]:
     rows: list[Row] = []
     lambdas = []
     for name in checkpoints:
@@ -90,7 +91,8 @@ def run_images(checkpoints: list[str], frames: list[tuple[str, np.ndarray]]) -> 
             for fmt in ("JPEG", "WEBP"):
                 best = best_resize_codec(frame, fmt, len(stream))
                 if best is None:
-                    rows.append(Row(f"resize+{fmt} @ {label}", frame_name, 0, float("nan"), float("nan"), "no fit"))
+                    rows.append(Row(f"resize+{fmt} @ {label}", frame_name, 0, float("nan"), float("nan"),
+                                    "no fit"))
                 else:
                     score, size, scale, q = best
                     rows.append(Row(f"resize+{fmt} @ {label}", frame_name, size, raw / size, score,
@@ -109,7 +111,8 @@ def context_curves(frames: list[tuple[str, np.ndarray]]) -> dict[str, list[tuple
                 if best:
                     points.append((frame.size / best[1], best[0]))
             if len(points) == len(frames):
-                curves[fmt].append((float(np.mean([p[0] for p in points])), float(np.mean([p[1] for p in points]))))
+                curves[fmt].append((float(np.mean([p[0] for p in points])),
+                                    float(np.mean([p[1] for p in points]))))
     return curves
 
 
@@ -122,8 +125,8 @@ def summarize(rows: list[Row]) -> list[tuple[str, int, float, float, float]]:
             out.append((codec, 0, float("nan"), float("nan"), float("nan")))
             continue
         total_raw = sum(r.ratio * r.bytes for r in mine)
-        out.append((codec, len(mine), float(np.mean([r.bytes for r in mine])), total_raw / sum(r.bytes for r in mine),
-                    float(np.mean([r.psnr for r in mine]))))
+        out.append((codec, len(mine), float(np.mean([r.bytes for r in mine])),
+                    total_raw / sum(r.bytes for r in mine), float(np.mean([r.psnr for r in mine]))))
     return out
 
 
@@ -159,7 +162,8 @@ def plot(rows: list[Row], curves, out: Path) -> None:
         if not mine:
             continue
         style = "o" if codec.startswith("DANCE") else ("s" if "JPEG" in codec else "^")
-        ax.scatter([r.ratio for r in mine], [r.psnr for r in mine], marker=style, s=22, alpha=0.8, label=codec)
+        ax.scatter([r.ratio for r in mine], [r.psnr for r in mine], marker=style, s=22, alpha=0.8,
+                   label=codec)
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio (raw bytes / compressed bytes)")
     ax.set_ylabel("PSNR (dB)")
@@ -245,7 +249,8 @@ def run_audio(checkpoint: str, clips: int, seconds: float, first_seed: int) -> l
         for name, rate in (("libopus", 6000), ("libmp3lame", 8000)):
             result = _pyav_bytes_and_snr(audio, name, rate)
             if result:
-                rows.append(Row(f"{name} {rate // 1000} kb/s/ch", f"sim#{seed}", result[0], raw / result[0], result[1]))
+                rows.append(Row(f"{name} {rate // 1000} kb/s/ch", f"sim#{seed}", result[0], raw / result[0],
+                                result[1]))
     return rows
 
 
@@ -260,10 +265,13 @@ def print_table(title: str, summary, quality: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--vrs", type=Path, default=DEFAULT_VRS, help="VRS recording whose RGB frames are used")
+    parser.add_argument("--vrs", type=Path, default=DEFAULT_VRS,
+                        help="VRS recording whose RGB frames are used")
     parser.add_argument("--images", type=Path, help="folder of PNG/JPG images instead of --vrs")
-    parser.add_argument("--checkpoints", nargs="+", default=["aria-image"], help="image checkpoints or zoo names")
-    parser.add_argument("--frames", type=int, nargs="+", help="only these frame indices (e.g. the held-out 7)")
+    parser.add_argument("--checkpoints", nargs="+", default=["aria-image"],
+                        help="image checkpoints or zoo names")
+    parser.add_argument("--frames", type=int, nargs="+",
+                        help="only these frame indices (e.g. the held-out 7)")
     parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument("--plot", type=Path, default=Path("runs/codec_rd.png"))
     parser.add_argument("--no-curves", action="store_true", help="skip the fixed-ratio JPEG/WebP curves")
@@ -287,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"  {r.codec:44s} {r.frame:22s} {r.bytes:7d} B {r.ratio:8.1f}:1 {r.psnr:6.2f} dB {r.detail}")
     summary = summarize(rows)
-    print_table("images (ratio = total raw bytes / total compressed bytes; PSNR averaged over frames)", summary, "PSNR dB")
+    print_table("images (ratio = total raw bytes / total compressed bytes; PSNR averaged over frames)", summary,
+                "PSNR dB")
     check_monotonic_lambda(summary, lambdas)
     curves = {} if args.no_curves else context_curves(frames)
     for fmt, curve in curves.items():
@@ -296,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     plot(rows, curves, args.plot)
     if args.audio:
         audio_rows = run_audio(args.audio, args.audio_clips, args.audio_seconds, args.audio_seed)
-        print_table("audio (held-out simulated clips; SNR of the DC-free signal)", summarize(audio_rows), "SNR dB")
+        print_table("audio (held-out simulated clips; SNR of the DC-free signal)", summarize(audio_rows),
+                    "SNR dB")
     return 0
 
 

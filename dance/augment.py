@@ -99,7 +99,8 @@ class AriaLikePhotos(Dataset):
         return len(self.photos) * self.repeats
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(self.make(self.photos[i % len(self.photos)]).transpose(2, 0, 1)))
+        photo = self.make(self.photos[i % len(self.photos)])
+        x = torch.from_numpy(np.ascontiguousarray(photo.transpose(2, 0, 1)))
         return self.transform(x) if self.transform is not None else x
 
     def make(self, photo: np.ndarray) -> np.ndarray:

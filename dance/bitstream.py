@@ -35,6 +35,9 @@ BLOCK_VERSION = 3
 TAG_BYTES = 2
 KINDS = ("generic", "image", "audio")
 DTYPES = ("uint8", "int16", "int32", "int64", "float32", "float64")
+# what each kind of signal may be decoded to (as dance.preprocess reads them); "generic": any
+KIND_DTYPES = {"image": ("uint8",), "audio": ("int32", "int64", "float32", "float64")}
+MAX_SAMPLE_RATE = 1 << 20   # Hz: above any audio rate, within what WAV and FLAC can declare
 MAX_NDIM = 8
 MAX_STRINGS = 16
 # the most elements a declared shape may hold (original signal or one latent): 2^27 is a
@@ -124,8 +127,8 @@ def unpack_block(data: bytes) -> Block:
     reader = ByteReader(data, len(data), pos=3)
     try:
         dtype = reader.take(1)[0]
-        if dtype >= len(DTYPES):
-            raise Malformed(f"dtype code {dtype}")
+        if dtype >= len(DTYPES) or DTYPES[dtype] not in KIND_DTYPES["audio"]:
+            raise Malformed(f"dtype code {dtype} (audio is {', '.join(KIND_DTYPES['audio'])})")
         tag = reader.take(TAG_BYTES)
         level = reader.varint(limit=1 << 16, what="level")
         frames = reader.varint(limit=MAX_ELEMENTS, what="frames")
@@ -183,14 +186,18 @@ def _head(r: "ByteReader") -> tuple[str, str, str, bytes]:
         raise Malformed(f"kind code {kind}")
     if dtype >= len(DTYPES):
         raise Malformed(f"dtype code {dtype}")
+    allowed = KIND_DTYPES.get(KINDS[kind], DTYPES)
+    if DTYPES[dtype] not in allowed:
+        raise Malformed(f"dtype {DTYPES[dtype]} for {KINDS[kind]} (expected "
+                        f"{', '.join(allowed)})")
     name = _text(r.take(name_len), "codec name")
     return KINDS[kind], DTYPES[dtype], name, r.take(HASH_BYTES)
 
 
 def _parse_v1(r: "ByteReader") -> Container:
     kind, dtype, name, codec_hash = _head(r)
-    shape, latent_shape = r.shape("original shape"), r.shape("latent shape")
-    sample_rate = r.varint()
+    shape, latent_shape = r.original_shape(), r.shape("latent shape")
+    sample_rate = r.varint(limit=MAX_SAMPLE_RATE, what="sample rate")
     payload = r.take(r.varint())
     return Container(kind, dtype, name, codec_hash, shape, (payload,), (latent_shape,),
                      sample_rate, "dance", 0, 1)
@@ -200,8 +207,8 @@ def _parse_v2(r: "ByteReader") -> Container:
     kind, dtype, name, codec_hash = _head(r)
     family = _text(r.take(r.take(1)[0]), "family")
     level = r.varint(limit=1 << 16, what="level")
-    shape = r.shape("original shape")
-    sample_rate = r.varint(limit=1 << 32, what="sample rate")
+    shape = r.original_shape()
+    sample_rate = r.varint(limit=MAX_SAMPLE_RATE, what="sample rate")
     count = r.varint(limit=MAX_STRINGS, what="string count")
     if count == 0:
         raise Malformed("no strings")
@@ -258,6 +265,13 @@ class ByteReader:
         shape = tuple(self.varint(limit=MAX_ELEMENTS, what=what) for _ in range(ndim))
         if math.prod(shape) > MAX_ELEMENTS:
             raise Malformed(f"{what} {shape} holds more than {MAX_ELEMENTS} elements")
+        return shape
+
+    def original_shape(self) -> tuple[int, ...]:
+        """The signal's shape: at least 1-D, no empty axis (nothing to decode otherwise)."""
+        shape = self.shape("original shape")
+        if not shape or 0 in shape:
+            raise Malformed(f"original shape {shape} holds no samples")
         return shape
 
 

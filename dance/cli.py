@@ -119,23 +119,30 @@ def _guard(handler):
 def cmd_inspect(args: argparse.Namespace) -> int:
     from . import zoo
     from .analysis import model_report
-    from .models import build_model
+    from .sizeguard import allocation_limit
 
     source = str(args.codec)
     path = Path(source)
     if path.suffix in (".yaml", ".yml") or (not path.is_file() and
                                             not (zoo.CHECKPOINT_DIR / f"{source}.pt").is_file()):
         config = zoo.load_config(source)
-        model = build_model(config)
+        model = _build_checked(config, source)
         origin = f"config {path if path.is_file() else zoo.CONFIG_DIR / (source + '.yaml')} " \
                  "(architecture only, not trained)"
     else:
         ckpt_path = zoo.resolve_checkpoint(source)
+        _check_is_checkpoint(ckpt_path)
         ckpt = zoo.load_checkpoint(ckpt_path)
-        config, model = ckpt["config"], zoo.model_from_checkpoint(ckpt)
+        with allocation_limit(what=f"{ckpt_path}: the model its config describes"):
+            model = zoo.model_from_checkpoint(ckpt)
+        config = ckpt["config"]
         origin = f"checkpoint {ckpt_path} (hash {ckpt['hash'][:16]})"
-    r = model_report(model)
-    unit = {1: "frame", 2: "pixel", 3: "voxel"}[r["dims"]]
+    _check_probe(model, source)
+    try:
+        r = model_report(model)
+    except (RuntimeError, ValueError) as exc:   # e.g. kernels larger than the probe
+        raise CliError(f"{source}: cannot run this codec on a probe input ({exc})") from None
+    unit = {1: "frame", 2: "pixel", 3: "voxel"}.get(r["dims"], "sample")
     print(f"codec     {config.get('name', path.stem)} — {origin}")
     print(f"signal    {r['dims']}-D, {r['in_channels']} channels, stride {r['stride']} per axis, "
           f"{r['latent_channels']} latent channels")
@@ -145,6 +152,42 @@ def cmd_inspect(args: argparse.Namespace) -> int:
               f"(+{r[part + '_norm_macs_per_sample']:,.2f} in GDN)")
     print(f"entropy   {r['entropy_params']:>10,} params")
     return 0
+
+
+def _check_is_checkpoint(path: Path) -> None:
+    """A .dnc, .rec or VRS file named as a checkpoint: say what it is (`dance info` reads it)."""
+    from .filekind import KINDS, file_kind
+
+    kind = file_kind(path)
+    if kind not in (None, "checkpoint"):
+        raise CliError(f"{path}: {KINDS[kind]}, not a codec checkpoint (`dance info {path}` "
+                       "describes it)")
+
+
+def _build_checked(config: dict, source: str):
+    """build_model under the allocation budget; a config it cannot build is one CliError."""
+    from .models import build_model
+    from .sizeguard import allocation_limit
+
+    try:
+        with allocation_limit(what=f"{source}: the model this config describes"):
+            return build_model(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CliError(f"{source}: not a buildable codec config ({exc})") from None
+
+
+def _check_probe(model, source: str) -> None:
+    """model_report runs the model on a probe of 4 strides per axis: refuse a probe (input
+    or widest layer at full resolution) over the allocation budget."""
+    from .sizeguard import MAX_PROBE_ELEMENTS
+
+    positions = (int(model.stride) * 4) ** int(model.dims)
+    widest = max([int(model.in_channels), *(max(p.shape[:2]) for p in model.parameters()
+                                             if p.dim() >= 2)])
+    if positions * widest > MAX_PROBE_ELEMENTS:
+        raise CliError(f"{source}: measuring this codec needs a probe of {positions:,} positions "
+                       f"× {widest:,} channels, over {MAX_PROBE_ELEMENTS:,} elements (stride "
+                       f"{model.stride}, {model.dims}-D)")
 
 
 # -- export / train ----------------------------------------------------------------------------

@@ -475,10 +475,19 @@ def _read_image(file, name: str, codec) -> np.ndarray:
         raise CliError(f"codec '{codec.name}' takes {codec.preprocessor.channels}-channel "
                        "images, which image files cannot hold")
     try:
-        with Image.open(file) as img:
+        with Image.open(file) as img:   # reads the header only: the size is known undecoded
+            width, height = img.size
+            if width * height * len(mode) > codec.max_elements:
+                raise CliError(f"{name}: a {width}×{height} image is over the "
+                               f"{codec.max_elements:,} elements codec '{codec.name}' encodes "
+                               "at once")
             pixels = np.asarray(img.convert(mode))
     except UnidentifiedImageError:
         raise CliError(f"{name}: not a readable image") from None
+    except Image.DecompressionBombError as exc:   # PIL refuses it at open, before its size
+        raise CliError(f"{name}: refused unread: {exc}") from None
+    except OSError as exc:      # truncated or corrupt pixel data
+        raise CliError(f"{name}: not a readable image ({exc})") from None
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
@@ -499,8 +508,14 @@ def _write(destination: str, array: np.ndarray, kind: str, sample_rate: int) -> 
         import soundfile as sf
         if suffix not in AUDIO_SUFFIXES:
             raise CliError(f"{destination}: the stream holds audio; write .wav or .flac")
-        sf.write(buffer, array, sample_rate or 48000, format=suffix[1:].upper(),
-                 subtype="PCM_32" if suffix == ".wav" else "PCM_24")
+        if array.dtype == np.int64:     # int32 counts held wider (the decoder clips to int32)
+            array = array.astype(np.int32)
+        try:
+            sf.write(buffer, array, sample_rate or 48000, format=suffix[1:].upper(),
+                     subtype="PCM_32" if suffix == ".wav" else "PCM_24")
+        except (sf.LibsndfileError, ValueError) as exc:  # e.g. a rate FLAC cannot hold
+            raise CliError(f"{destination}: cannot write {array.shape[1]}-channel audio at "
+                           f"{sample_rate or 48000} Hz as {suffix[1:].upper()} ({exc})") from None
     data = buffer.getvalue()
     _emit(destination, data)
     return len(data)

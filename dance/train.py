@@ -24,6 +24,7 @@ import csv
 import math
 import os
 import random
+import reprlib
 import sys
 import time
 from dataclasses import dataclass
@@ -76,6 +77,70 @@ DEFAULTS: dict = {
 
 class ConfigError(ValueError):
     """A training config that cannot be used; the message names the key."""
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _positive(v) -> bool:
+    return _number(v) and v > 0
+
+
+def _or_null(test):
+    return lambda v: v is None or test(v)
+
+
+# what each top-level key holds, checked before anything is built: (expected, test)
+TYPES: dict = {
+    "model": ("a zoo name, a model-config path or a mapping", lambda v: isinstance(v, (str, dict))),
+    "model_overrides": ("a mapping of dotted.key: value", _or_null(lambda v: isinstance(v, dict))),
+    "init": ("a checkpoint path or null", _or_null(lambda v: isinstance(v, str))),
+    "data": ("a mapping", lambda v: isinstance(v, dict)),
+    "lmbda": ("a number > 0 or [low, high]", lambda v: _positive(v) or (
+        isinstance(v, list) and len(v) == 2 and all(_positive(x) for x in v))),
+    "rate_control": ("a mapping {target_ratio, gain, warmup} or null",
+                     _or_null(lambda v: isinstance(v, dict))),
+    "distortion": ("mse or relative_linear", lambda v: v in ("mse", "relative_linear")),
+    "gain_weight": ("a number >= 0", lambda v: _number(v) and v >= 0),
+    "direction_weight": ("a number >= 0", lambda v: _number(v) and v >= 0),
+    "batch_size": ("an integer >= 1", _count),
+    "steps": ("an integer >= 1", _count),
+    "epochs": ("a number > 0 or null", _or_null(_positive)),
+    "lr": ("a number > 0", _positive),
+    "aux_lr": ("a number > 0", _positive),
+    "entropy_lr": ("a number > 0 or null", _or_null(_positive)),
+    "lr_milestones": ("a list of fractions between 0 and 1", lambda v: isinstance(v, list) and all(
+        _number(x) and 0 < x < 1 for x in v)),
+    "clip_max_norm": ("a number >= 0 or null", _or_null(lambda v: _number(v) and v >= 0)),
+    "seed": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "out": ("a folder path or null", _or_null(lambda v: isinstance(v, str))),
+    "final": ("a file path or null", _or_null(lambda v: isinstance(v, str))),
+    "checkpoint_every": ("an integer >= 1", _count),
+    "val_every": ("an integer >= 1", _count),
+    "log_every": ("an integer >= 1", _count),
+    "num_workers": ("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool)
+                    and v >= 0),
+    "threads": ("an integer >= 1 or null", _or_null(_count)),
+    "time_limit_minutes": ("a number > 0 or null", _or_null(_positive)),
+    "amp": ("true, false or auto", lambda v: v is True or v is False or v == "auto"),
+}
+
+
+def _check_types(config: dict, path: Path, overrides: dict[str, str]) -> None:
+    """One ConfigError naming the first key whose value is not of its type, and where it was
+    set: `--set KEY=VALUE` (as typed) or the config file."""
+    for key, (expected, test) in TYPES.items():
+        value = config[key]
+        if not test(value):
+            where = f"--set {overrides[key]}" if key in overrides else str(path)
+            shown = reprlib.repr(value)
+            raise ConfigError(f"{where}: {key} must be {expected}, got "
+                              f"{type(value).__name__} {shown}")
 
 
 # ----------------------------------------------------------------------------- config
@@ -146,6 +211,12 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(DEFAULTS)})")
     config = {**copy.deepcopy(DEFAULTS), **loaded}
     parsed = [_parse_override(o) for o in overrides or []]
+    typed = dict(config)
+    given = {}
+    for (key, value), text in zip(parsed, overrides or []):
+        if key in TYPES:
+            typed[key], given[key] = value, text
+    _check_types(typed, path, given)
     for key, value in parsed:
         if key == "model":
             config["model"] = value

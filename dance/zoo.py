@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from pathlib import Path
 import torch
 import yaml
@@ -84,8 +85,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
+    except pickle.UnpicklingError:  # torch's text here advises weights_only=False: never
+        raise CheckpointError(f"{path}: not a checkpoint (not tensors and plain data saved "
+                              "by torch.save)") from None
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a DANCE checkpoint")
     if ckpt.get("version") not in READABLE_VERSIONS:
@@ -98,9 +103,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> CodecModel:
     """The model of a loaded checkpoint, with its stored entropy state, in eval mode."""
+    from .sizeguard import allocation_limit
     name = ckpt["config"].get("name", "checkpoint")
     try:
-        model = build_model(ckpt["config"])
+        with allocation_limit(what=f"{name}: the model its config describes"):
+            model = build_model(ckpt["config"])
         model.load_network_state(ckpt["state_dict"])
         model.load_entropy_state(ckpt["entropy"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from pipeline.node import Output, Param, Source
+from pipeline.node import FILE, Output, Param, Source
 from pipeline.packet import Packet
 
 from .aria_vrs import AriaVrsSource
@@ -16,13 +16,19 @@ class AriaRgb(Source):
     when `path` is empty."""
 
     image = Output("image", "H×W×3 uint8 frames, stream 'camera-rgb'")
-    path = Param(str, "", "VRS file to replay; empty: synthetic 1408×1408 Aria-like frames")
+    path = Param(str, "", "VRS file to replay; empty: synthetic 1408×1408 Aria-like frames",
+                 path=FILE)
     frames = Param(int, 0, "stop after this many frames; 0 = the whole recording (synthetic: 8)",
                    min=0)
     speed = Param(float, 1.0, "real-time factor; 0 = as fast as possible", min=0.0)
     loop = Param(bool, False, "replay the recording again and again (timestamps keep increasing)")
     seed = Param(int, 0, "synthetic frames: random seed")
     fps = Param(float, 1.0, "synthetic frames: frame rate", min=1e-3)
+
+    @classmethod
+    def check(cls, params: dict, wiring) -> Iterator[tuple[str, str]]:
+        if params["path"]:
+            yield from AriaVrsSource.check(params, wiring)
 
     def setup(self) -> None:
         if self.path:

@@ -13,7 +13,7 @@ import numpy as np
 
 from dance.preprocess import (FLOAT_FULL_SCALE, NotchFilter, PreprocessError, compand, expand,
                               full_scale, notch_sos)
-from pipeline.node import Input, Node, Output, Param
+from pipeline.node import FILE_OR_NAME, Input, Node, Output, Param
 from pipeline.packet import MU_LAW, Packet
 
 LINEAR = "linear"
@@ -56,7 +56,8 @@ class Notch(Node):
     mains_harmonics = Param(int, 3, "how many multiples of mains_hz to notch", min=1)
     mains_q = Param(float, 30.0, "quality factor of each mains notch (width = f/Q)", min=0.1)
     checkpoint = Param(str, "", "a DANCE audio codec (file or zoo name) whose stored notch "
-                                "settings replace the ones above, so its input matches training")
+                                "settings replace the ones above, so its input matches training",
+                       path=FILE_OR_NAME)
 
     def setup(self) -> None:
         self._filters: dict[str, NotchFilter] = {}
@@ -95,7 +96,8 @@ class Compand(Node):
     scale = Param(float, FLOAT_FULL_SCALE, "int32 counts that map to ±1 before companding",
                   min=1.0)
     checkpoint = Param(str, "", "a DANCE audio codec (file or zoo name) whose stored mu and "
-                                "scale replace the ones above (the encode node requires them)")
+                                "scale replace the ones above (the encode node requires them)",
+                       path=FILE_OR_NAME)
 
     def setup(self) -> None:
         if self.checkpoint:

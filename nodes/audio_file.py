@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 from nodes.synthetic import sample_time_ns
-from pipeline.node import Output, Param, Source
+from pipeline.node import FILE, Output, Param, Source
 from pipeline.packet import Packet, audio_packet
 
 
@@ -19,7 +19,7 @@ class AudioFileSource(Source):
     advancing by samples. The file is read block by block, so long files need little memory."""
 
     audio = Output("audio", "block×channels int32 at the file's rate, on stream `stream`")
-    path = Param(str, doc="audio file to replay (WAV, FLAC, ...)")
+    path = Param(str, doc="audio file to replay (WAV, FLAC, ...)", path=FILE)
     block = Param(int, 4096, "samples per block; the last block of the file may be shorter",
                   min=1)
     speed = Param(float, 1.0, "real-time factor; 0 = as fast as possible", min=0.0)
@@ -27,6 +27,16 @@ class AudioFileSource(Source):
     end_s = Param(float, 0.0, "stop this many seconds into the file; 0 = at the end", min=0.0)
     loop = Param(bool, False, "start over at the end, timestamps continuing to increase")
     stream = Param(str, "mic", "stream name of the blocks")
+
+    @classmethod
+    def check(cls, params: dict, wiring) -> Iterator[tuple[str, str]]:
+        """The file's header is one libsndfile reads (the path exists: a FILE parameter)."""
+        import soundfile as sf
+        try:
+            sf.info(params["path"])
+        except (sf.SoundFileError, RuntimeError) as exc:
+            yield "path", (f"{params['path']}: cannot read audio "
+                           f"({getattr(exc, 'error_string', exc)})")
 
     def setup(self) -> None:
         import soundfile as sf

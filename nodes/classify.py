@@ -2,10 +2,14 @@
 does the work)."""
 from __future__ import annotations
 
-from pipeline.node import Input, Node, Output, Param
+import os
+from typing import Iterator
+
+from pipeline.messages import did_you_mean
+from pipeline.node import FILE_OR_NAME, Input, Node, Output, Param
 from pipeline.packet import Packet
 
-from perception.classifier import DEFAULT_MODEL
+from perception.classifier import DEFAULT_MODEL, RANDOM
 
 
 class Classify(Node):
@@ -31,7 +35,7 @@ class Classify(Node):
     weights = Param(str, "", "torchvision state-dict file of that model (e.g. "
                              "mobilenet_v2-b0353104.pth); empty: the model's file in "
                              "torch.hub.get_dir()/checkpoints; 'random' (meaningless random "
-                             "init, for plumbing checks)")
+                             "init, for plumbing checks)", path=FILE_OR_NAME)
     device = Param(str, "auto", "torch device (cpu, cuda, cuda:N); auto: cuda when available")
     top_k = Param(int, 5, "labels with probabilities listed per frame", min=1)
     batch = Param(int, 8, "most queued frames classified in one forward pass", min=1)
@@ -39,6 +43,29 @@ class Classify(Node):
                                        "below it are marked confident: false", min=0.0, max=1.0)
     all_probs = Param(bool, True, "include `probs`, the softmax over all classes (1000 numbers "
                                   "for ImageNet); false: only top_k")
+
+    @classmethod
+    def check(cls, params: dict, wiring) -> Iterator[tuple[str, str]]:
+        """The model is a torchvision classifier and its weights file is here (the hub cache's
+        when `weights` is empty), found as setup() finds them."""
+        from perception.classifier import (classification_models, hub_checkpoints,
+                                           weights_file_names)
+        model, weights = params["model"], params["weights"]
+        known = classification_models()
+        if model not in known:
+            yield "model", (f"unknown torchvision classification model '{model}'"
+                            f"{did_you_mean(model, known)}")
+            return
+        names = weights_file_names(model)
+        if weights == RANDOM:
+            return
+        if not weights:
+            if not any((hub_checkpoints() / name).is_file() for name in names):
+                yield "weights", (f"{model} weights not found: put {' or '.join(names)} in "
+                                  f"{hub_checkpoints()} or pass weights=PATH")
+        elif not os.path.isfile(weights):
+            yield "weights", (f"{model} weights not found: {weights} "
+                              f"{'is a folder' if os.path.isdir(weights) else 'does not exist'}")
 
     def setup(self) -> None:
         import torch

@@ -1,10 +1,14 @@
 """`clip_zero_shot`: CLIP zero-shot labels for camera frames (perception/clip.py does the work)."""
 from __future__ import annotations
 
-from pipeline.node import Input, Node, Output, Param
+import os
+from typing import Iterator
+
+from pipeline.messages import did_you_mean
+from pipeline.node import FILE_OR_NAME, Input, Node, Output, Param
 from pipeline.packet import Packet
 
-from perception.clip import DEFAULT_LABELS, PROMPT_TEMPLATE
+from perception.clip import _WEIGHT_SUFFIXES, DEFAULT_LABELS, PROMPT_TEMPLATE, RANDOM
 
 
 class ClipZeroShot(Node):
@@ -24,7 +28,8 @@ class ClipZeroShot(Node):
                                    "dance-tiny-clip is a tiny test architecture)")
     weights = Param(str, "", "checkpoint file (.safetensors/.bin), a pretrained tag found in the "
                              "local cache (e.g. laion2b_s34b_b79k), 'random' (meaningless "
-                             "random init, for tests); empty: the first cached tag of the model")
+                             "random init, for tests); empty: the first cached tag of the model",
+                    path=FILE_OR_NAME)
     labels = Param(list, list(DEFAULT_LABELS), "class names (default: the 13 of the DANCE "
                                                "paper's Table 1)")
     template = Param(str, PROMPT_TEMPLATE, "prompt per class; {} is replaced by the label")
@@ -32,6 +37,32 @@ class ClipZeroShot(Node):
     batch = Param(int, 8, "most queued frames classified in one forward pass", min=1)
     min_logit = Param(float, 18.0, "confidence filter: frames whose max logit is below it are "
                                    "marked confident: false (the paper keeps >= 18)")
+
+    @classmethod
+    def check(cls, params: dict, wiring) -> Iterator[tuple[str, str]]:
+        """Labels, model name and local weights, found as setup() finds them (no download)."""
+        labels, model, weights = params["labels"], params["model"], params["weights"]
+        if not labels or not all(isinstance(x, str) and x for x in labels):
+            yield "labels", "must be a non-empty list of names"
+        if weights == RANDOM:
+            return
+        if "/" in weights or os.sep in weights or weights.endswith(_WEIGHT_SUFFIXES):
+            if not os.path.isfile(weights):
+                yield "weights", f"CLIP weights file not found: {weights}"
+            return
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # looking in the cache, never the network
+        import open_clip
+
+        from perception.clip import ClipWeightsError, _resolve_weights, register_tiny_config
+        register_tiny_config()
+        if model not in open_clip.list_models():
+            yield "model", (f"unknown open_clip model '{model}'"
+                            f"{did_you_mean(model, open_clip.list_models())}")
+            return
+        try:
+            _resolve_weights(model, weights or None)
+        except ClipWeightsError as exc:
+            yield "weights", str(exc)
 
     def setup(self) -> None:
         if not self.labels or not all(isinstance(x, str) and x for x in self.labels):

@@ -18,7 +18,13 @@ control message that does not parse is counted (`control_rejected`) and ignored.
 """
 from __future__ import annotations
 
-from pipeline.node import Input, Node, Output, Param
+import os
+from importlib.resources import files
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.messages import did_you_mean
+from pipeline.node import FILE_OR_NAME, Input, Node, Output, Param
 from pipeline.packet import MU_LAW, Packet
 
 CODEC_META = ("codec", "kind", "raw_bytes")
@@ -32,7 +38,8 @@ class Encode(Node):
     audio = Input("audio", "frames×channels blocks (for an audio codec)")
     control = Input("metrics", "target changes: a dict with one of level, ratio, bytes, bitrate")
     encoded = Output("encoded", "one DANCE container per packet")
-    checkpoint = Param(str, doc="checkpoint file or zoo name (aria-image, aria-audio-spatial, aria-audio-fast)")
+    checkpoint = Param(str, doc="checkpoint file or zoo name (aria-image, aria-audio-spatial, "
+                                "aria-audio-fast)", path=FILE_OR_NAME)
     device = Param(str, "cpu", "torch device for the encoder (cpu, cuda, cuda:N)")
     precision = Param(str, "float32", "encoder arithmetic; bfloat16 is ~1.4x faster on CPUs "
                       "with AVX512-BF16, and its containers decode with the same decoder",
@@ -44,6 +51,20 @@ class Encode(Node):
     bytes = Param(int, None, "byte budget per packet (container included, never exceeded)",
                   min=1)
     bitrate = Param(float, None, "target kb/s of audio (container included)", min=0.001)
+
+    @classmethod
+    def check(cls, params: dict, wiring) -> Iterator[tuple[str, str]]:
+        """The checkpoint exists, and its kind (image or audio) is the input that is wired."""
+        kind, problem = checkpoint_kind(params["checkpoint"])
+        if problem:
+            yield "checkpoint", problem
+            return
+        other = "audio" if kind == "image" else "image"
+        if other in wiring.inputs:
+            yield "checkpoint", (f"{params['checkpoint']} is an {kind} codec but input "
+                                 f"'{other}' is wired (it takes {other} packets)")
+        if kind == "image" and params["bitrate"] is not None:
+            yield "bitrate", "bitrate applies to audio codecs; use ratio or bytes for images"
 
     def setup(self) -> None:
         from dance.codec import load_codec
@@ -114,8 +135,15 @@ class Decode(Node):
     image = Output("image", "reconstructed frames")
     audio = Output("audio", "reconstructed audio blocks")
     checkpoint = Param(str, "", "checkpoint file or zoo name; empty: the zoo codec named in "
-                                "each stream")
+                                "each stream", path=FILE_OR_NAME)
     device = Param(str, "cpu", "torch device for the decoder (cpu, cuda, cuda:N)")
+
+    @classmethod
+    def check(cls, params: dict, wiring) -> Iterator[tuple[str, str]]:
+        if params["checkpoint"]:
+            problem = checkpoint_kind(params["checkpoint"])[1]
+            if problem:
+                yield "checkpoint", problem
 
     def setup(self) -> None:
         from dance.codec import load_codec, load_codec_for
@@ -170,3 +198,27 @@ def _codec_key(packet: Packet) -> tuple[str, bytes]:
     if not name or len(prefix) != HASH_BYTES:
         raise BitstreamError("a stream block needs its codec in the packet meta (name@hash)")
     return name, prefix
+
+
+def checkpoint_kind(name: str) -> tuple[str | None, str | None]:
+    """(kind, None) of a checkpoint file or zoo name, or (None, why it cannot be loaded). A
+    trained zoo name is looked up in its config without importing torch (validate stays
+    light); a file is loaded and verified (weights only)."""
+    import yaml
+    package = Path(str(files("dance")))
+    config = package / "configs" / f"{name}.yaml"
+    if "/" not in name and config.is_file() and (package / "checkpoints" / f"{name}.pt").is_file():
+        kind = yaml.safe_load(config.read_text()).get("kind")
+        return kind, None
+    from dance import zoo
+    try:
+        if os.path.isfile(name) or name in zoo.config_names():
+            path = zoo.resolve_checkpoint(name)     # an untrained zoo name raises here
+            return zoo.load_checkpoint(path)["config"].get("kind"), None
+    except zoo.CheckpointError as exc:
+        return None, str(exc)
+    if "/" in name or os.sep in name:
+        return None, f"no such checkpoint file: {name}"
+    return None, (f"'{name}' is neither a checkpoint file nor a zoo codec"
+                  f"{did_you_mean(name, zoo.config_names())} (zoo codecs: "
+                  f"{', '.join(zoo.config_names())})")

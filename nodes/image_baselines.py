@@ -7,7 +7,7 @@ image containers, so the server side stays as it is whichever codec the device r
 from __future__ import annotations
 
 from baselines.image import METHODS
-from pipeline.node import Input, Node, Output, Param
+from pipeline.node import FILE_OR_NAME, Input, Node, Output, Param
 from pipeline.packet import Packet
 
 from .codec import CODEC_META, Decode
@@ -56,7 +56,7 @@ class ImageBaselineDecode(Decode):
     image = Output("image", "reconstructed frames")
     audio = None    # images only
     checkpoint = Param(str, "", "DANCE containers: checkpoint file or zoo name; empty: the zoo "
-                                "codec named in each stream")
+                                "codec named in each stream", path=FILE_OR_NAME)
     device = Param(str, "cpu", "DANCE containers: torch device (cpu, cuda, cuda:N)")
 
     def on_encoded(self, packet: Packet) -> None:

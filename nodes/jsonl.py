@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.node import Input, Node, Param
+from pipeline.node import OUTPUT, Input, Node, Param
 from pipeline.packet import Packet
 
 
@@ -41,7 +41,7 @@ class JsonlSink(Node):
     Each line is flushed at once, so a crash loses nothing already received."""
 
     packets = Input("any", "packets of any stream")
-    path = Param(str, doc="output file (created, or overwritten if it exists)")
+    path = Param(str, doc="output file (created, or overwritten if it exists)", path=OUTPUT)
 
     def setup(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.node import Input, Node, Output, Param, Source
+from pipeline.node import FILE, OUTPUT, Input, Node, Output, Param, Source
 from pipeline.packet import Packet
-from pipeline.recordfile import RecordReader, RecordWriter
+from pipeline.recordfile import RecordError, RecordReader, RecordWriter
+
+CHECKED_PACKETS = 256  # how far `validate` scans a file without an index for its streams
 
 
 class LoopClock:
@@ -59,7 +61,7 @@ class Record(Node):
     readable up to its last whole packet."""
 
     packets = Input("any", "packets to record, of any stream")
-    path = Param(str, doc="recording file to create (overwritten if it exists)")
+    path = Param(str, doc="recording file to create (overwritten if it exists)", path=OUTPUT)
     fsync = Param(bool, False, "force every packet to disk (survives power loss; slower)")
 
     def setup(self) -> None:
@@ -79,10 +81,33 @@ class Replay(Source):
     """Play a recording file back, paced by its timestamps (speed 0 = as fast as possible)."""
 
     out = Output("any", "the recorded packets, streams and payloads unchanged")
-    path = Param(str, doc="recording file written by `record`")
+    path = Param(str, doc="recording file written by `record`", path=FILE)
     speed = Param(float, 1.0, "real-time factor; 0 = as fast as possible", min=0.0)
     streams = Param(list, [], "stream names to play; empty = all")
     loop = Param(bool, False, "start over at the end, timestamps continuing to increase")
+
+    @classmethod
+    def check(cls, params: dict, wiring) -> Iterator[tuple[str, str]]:
+        """The file opens, holds the wanted streams, and each stream's packets are of a type the
+        inputs fed by `out` take (a raw camera stream cannot feed `decode`)."""
+        path = params["path"]
+        try:
+            first = _first_packets(RecordReader(path))
+        except (OSError, RecordError) as exc:
+            yield "path", str(exc)
+            return
+        wanted = {str(name) for name in params["streams"]}
+        if wanted - set(first):
+            yield "streams", (f"{path}: no stream {', '.join(sorted(wanted - set(first)))} in "
+                              f"this recording (streams: {', '.join(first) or 'none'})")
+            return
+        takes = wiring.outputs.get("out", set()) - {"any"}
+        for stream, packet in first.items():
+            kind = packet_type(packet)
+            if kind and takes and (not wanted or stream in wanted) and kind not in takes:
+                yield "path", (f"{path}: stream '{stream}' holds {kind} packets but `out` feeds "
+                               f"inputs that take {' and '.join(sorted(takes))}; choose streams "
+                               f"with `streams:`")
 
     def setup(self) -> None:
         self._reader = RecordReader(self.path)  # raises now for a missing or foreign file
@@ -117,3 +142,32 @@ class Replay(Source):
                 return
             passes += 1
             clock.next_loop()
+
+
+def _first_packets(reader: RecordReader) -> dict[str, Packet]:
+    """The first packet of each stream: from the index of a closed file, else from the first
+    CHECKED_PACKETS packets."""
+    index = reader.index()
+    if index is not None:
+        return {stream: reader.read_at(int(index.offsets(stream)[0])) for stream in index.streams
+                if len(index.offsets(stream))}
+    first: dict[str, Packet] = {}
+    for count, packet in enumerate(reader):
+        first.setdefault(packet.stream, packet)
+        if count + 1 >= CHECKED_PACKETS:
+            break
+    return first
+
+
+def packet_type(packet: Packet) -> str | None:
+    """The port type a recorded packet plainly came from (encoded, audio, image), or None when
+    its payload does not tell (dicts are metrics, labels or transcripts alike)."""
+    payload, meta = packet.payload, packet.meta
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return "encoded" if "codec" in meta else "bytes"
+    ndim = getattr(payload, "ndim", 0)
+    if ndim == 2 and "sample_rate" in meta and "first_sample_ns" in meta:
+        return "audio"
+    if ndim == 3 and "width" in meta and "height" in meta:
+        return "image"
+    return None

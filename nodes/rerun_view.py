@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from pipeline.node import Input, Node, Param
+from pipeline.node import OUTPUT, Input, Node, Param
 from pipeline.packet import Packet
 
 TIMELINE = "device_time"
@@ -107,7 +107,8 @@ class RerunView(Node):
     encoded = Input("encoded", "DANCE containers on the link: their bytes per second and ratio")
     connect = Param(str, "rerun+http://127.0.0.1:9876/proxy", "Rerun viewer to stream to when "
                     "one listens there; empty: always write `path`")
-    path = Param(str, "dance.rrd", "recording file written when no viewer listens at `connect`")
+    path = Param(str, "dance.rrd", "recording file written when no viewer listens at `connect`",
+                 path=OUTPUT)
     jpeg_quality = Param(int, 0, "send frames as JPEG of this quality to spare viewer memory and "
                          "bandwidth; 0: raw pixels", min=0, max=100)
     waveform_points_per_s = Param(int, 1000, "plotted points per second and channel (the peak "

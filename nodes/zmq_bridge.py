@@ -9,7 +9,7 @@ from __future__ import annotations
 import zmq
 
 from pipeline import wire
-from pipeline.node import Input, Node, Output, Param, Source
+from pipeline.node import FILE_OR_NAME, Input, Node, Output, Param, Source
 from pipeline.packet import Packet
 from pipeline.transport import CurveServer, apply_curve_client
 
@@ -36,7 +36,8 @@ class ZmqPub(Node):
     endpoint = Param(str, DEFAULT_ENDPOINT, "ZeroMQ endpoint")
     bind = Param(bool, True, "bind the endpoint (else connect to a bound subscriber)")
     hwm = Param(int, 64, "messages queued per subscriber before ZeroMQ drops", min=1)
-    curve_keys = Param(str, "", "directory from `dance keys` to encrypt (empty = plain)")
+    curve_keys = Param(str, "", "directory from `dance keys` to encrypt (empty = plain)",
+                       path=FILE_OR_NAME)
     wait_s = Param(float, 10.0, "connect mode: wait this long for the subscriber", min=0)
 
     def setup(self):
@@ -84,7 +85,8 @@ class ZmqSub(Source):
     stop_on_eos = Param(bool, True, "end when the publisher sends end of stream")
     max_bytes = Param(int, wire.DEFAULT_MAX_BYTES, "largest payload accepted", min=1)
     hwm = Param(int, 1000, "messages ZeroMQ queues before dropping", min=1)
-    curve_keys = Param(str, "", "directory from `dance keys` to decrypt (empty = plain)")
+    curve_keys = Param(str, "", "directory from `dance keys` to decrypt (empty = plain)",
+                       path=FILE_OR_NAME)
 
     def setup(self):
         self.ctx = zmq.Context()

@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     register(sub)
     from perception.split_cli import register as register_split
     register_split(sub)
+    from . import cli_echo, cli_info, completion, scaffold
+    for module in (cli_info, cli_echo, scaffold, completion):
+        module.register(sub)
     return parser
 
 

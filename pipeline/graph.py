@@ -5,19 +5,24 @@ user fixes a graph in one pass. The format is documented in docs/graphs.md.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import yamlfile
-from .node import Node, ParamError, Source, ports_compatible
+from .messages import brief, clip, did_you_mean
+from .node import Node, ParamError, Source, Wiring, ports_compatible
 from .registry import UnknownNodeType, resolve
+from .transport import KEY_FILES
 
 POLICIES = ("block", "drop_oldest", "latest")
 DEFAULT_GROUP = "main"
+MAX_EDGE_SIZE = 65_536  # packets queued on one edge (also its ZeroMQ high-water mark)
+MAX_NAME = 100
+MAX_REPLICAS = 1024
+TOP_LEVEL = ("name", "groups", "nodes", "edges", "defaults", "curve_keys")
 _EDGE = re.compile(r"^\s*([A-Za-z_][\w-]*)\.(\w+)\s*->\s*([A-Za-z_][\w-]*)\.(\w+)\s*$")
 _NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 
@@ -49,6 +54,8 @@ class GroupSpec:
 
 _TCP = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[^:/\s]+):(\d+|\*)$")
 LOOPBACK = re.compile(r"^tcp://(127\.[\d.]+|localhost|\[::1\]):")
+# every interface: a place to listen (`bind:`, the explicit opt-in), never one to connect to
+WILDCARD = re.compile(r"^tcp://(0\.0\.0\.0|\*|\[::\]|\[::0\]):")
 
 
 def _per_replica(value: str | list[str] | None, replicas: int) -> list[str] | None:
@@ -127,14 +134,13 @@ class _Errors(list):
 
 
 def load(path: str | Path, overrides: list[str] = ()) -> Graph:
-    """Parse and validate a graph file; raises GraphError listing every mistake."""
+    """Parse and validate a graph file; raises GraphError listing every mistake.
+
+    Relative file paths in the file (path parameters, `curve_keys:`) are made absolute against
+    the file's folder, those given with `--set` against the current directory."""
     path = str(path)
     try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise GraphError([f"{path}: cannot read graph file: {exc.strerror}"]) from None
-    try:
-        doc = yamlfile.load(text, path)
+        doc = yamlfile.load(yamlfile.read(path, "graph file"), path)
     except yamlfile.YamlError as exc:
         raise GraphError([str(exc)]) from None
     errors = _Errors(path)
@@ -147,14 +153,19 @@ def load(path: str | Path, overrides: list[str] = ()) -> Graph:
     return graph
 
 
+def _folder(path: str) -> Path:
+    return Path(os.path.abspath(path)).parent
+
+
 def _parse(doc: Any, path: str, errors: _Errors) -> Graph | None:
     if not isinstance(doc, yamlfile.LineDict):
         errors.add(1, "a graph file is a mapping with 'nodes:' and 'edges:'")
         return None
     for key in doc:
-        if key not in ("name", "groups", "nodes", "edges", "defaults", "curve_keys"):
-            errors.add(doc.key_line(key), f"unknown top-level key '{key}'")
-    defaults = doc.get("defaults") or {}
+        if key not in TOP_LEVEL:
+            errors.add(doc.key_line(key), f"unknown top-level key {brief(key)}"
+                                          f"{did_you_mean(key, TOP_LEVEL)}")
+    defaults = _parse_defaults(doc, errors)
     groups = _parse_groups(doc.get("groups") or {}, errors)
     nodes: dict[str, NodeSpec] = {}
     raw_nodes = doc.get("nodes")
@@ -182,7 +193,53 @@ def _parse(doc: Any, path: str, errors: _Errors) -> Graph | None:
     if not groups:
         groups = {DEFAULT_GROUP: GroupSpec(DEFAULT_GROUP)}
     name = doc.get("name") or Path(path).stem
-    return Graph(str(name), path, nodes, edges, groups, doc.get("curve_keys"))
+    if not isinstance(name, str) or len(name) > MAX_NAME:
+        errors.add(doc.key_line("name"), f"'name:' must be a string of at most {MAX_NAME} "
+                                         f"characters, got {brief(name)}")
+        name = Path(path).stem
+    return Graph(name, path, nodes, edges, groups, _curve_keys(doc, path, errors))
+
+
+def _parse_defaults(doc: yamlfile.LineDict, errors: _Errors) -> dict:
+    """Edge settings for edges that do not give their own: a mapping of policy and size."""
+    defaults = doc.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        errors.add(doc.key_line("defaults"), f"'defaults:' must be a mapping of edge settings "
+                                             f"(policy, size), got {brief(defaults)}")
+        return {}
+    unknown = set(defaults) - {"policy", "size"}
+    if unknown:
+        errors.add(doc.key_line("defaults"), f"defaults: unknown keys {_keys(unknown)} "
+                                             f"(allowed: policy, size)")
+    return defaults
+
+
+def _curve_keys(doc: yamlfile.LineDict, path: str, errors: _Errors) -> str | None:
+    """The CURVE key folder, resolved against the graph file's folder and checked for the key
+    files `dance keys` writes."""
+    value = doc.get("curve_keys")
+    if value is None:
+        return None
+    line = doc.key_line("curve_keys")
+    if not isinstance(value, str) or not value:
+        errors.add(line, f"'curve_keys:' must be the folder written by `dance keys`, got "
+                         f"{brief(value)}")
+        return None
+    folder = Path(os.path.abspath(_folder(path) / Path(value).expanduser()))
+    if not folder.is_dir():
+        errors.add(line, f"curve_keys: no such folder: {folder} (create keys with "
+                         f"`dance keys {clip(value, 80)}`)")
+    else:
+        missing = [name for name in KEY_FILES if not (folder / name).is_file()]
+        if missing:
+            errors.add(line, f"curve_keys: {folder} lacks {', '.join(missing)} (create keys "
+                             f"with `dance keys`)")
+    return str(folder)
+
+
+def _keys(keys) -> str:
+    """Unknown keys, sorted and shown in bounded size."""
+    return brief(sorted(str(k) for k in keys))
 
 
 def _parse_groups(raw: Any, errors: _Errors) -> dict[str, GroupSpec]:
@@ -192,6 +249,10 @@ def _parse_groups(raw: Any, errors: _Errors) -> dict[str, GroupSpec]:
     groups = {}
     for name, settings in raw.items():
         line = raw.key_line(name)
+        if not isinstance(name, str) or not _NAME.match(name) or len(name) > MAX_NAME:
+            errors.add(line, f"group name {brief(name)} must be letters, digits, _ or - (at "
+                             f"most {MAX_NAME})")
+            continue
         settings = settings or {}
         if not isinstance(settings, dict):
             errors.add(line, f"group '{name}': settings must be a mapping (endpoint, host, "
@@ -199,27 +260,33 @@ def _parse_groups(raw: Any, errors: _Errors) -> dict[str, GroupSpec]:
             settings = {}
         unknown = set(settings) - {"endpoint", "host", "bind", "replicas"}
         if unknown:
-            errors.add(line, f"group '{name}': unknown keys {sorted(unknown)} "
+            errors.add(line, f"group '{name}': unknown keys {_keys(unknown)} "
                              f"(allowed: endpoint, host, bind, replicas)")
         endpoint, bind = settings.get("endpoint"), settings.get("bind")
         replicas = settings.get("replicas", len(endpoint) if isinstance(endpoint, list) else 1)
-        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1 \
+                or replicas > MAX_REPLICAS:
             errors.add(line, f"group '{name}': replicas must be a positive integer, got "
-                             f"{replicas!r}")
+                             f"{brief(replicas)} (at most {MAX_REPLICAS})")
             replicas = 1
         for key, value in (("endpoint", endpoint), ("bind", bind)):
-            problem = _address_problem(value, replicas)
+            problem = _address_problem(value, replicas, key == "bind")
             if problem:
-                errors.add(line, f"group '{name}': {key} {value!r}: {problem}")
+                errors.add(line, f"group '{name}': {key} {brief(value)}: {problem}")
                 settings = {**settings, key: None}
-        groups[str(name)] = GroupSpec(str(name), settings.get("endpoint"),
-                                      str(settings.get("host", "local")), line, replicas,
-                                      settings.get("bind"))
+        host = settings.get("host", "local")
+        if not isinstance(host, str) or not host or len(host) > 253:
+            errors.add(line, f"group '{name}': host must be a host name, got {brief(host)}")
+            host = "local"
+        groups[name] = GroupSpec(name, settings.get("endpoint"), host, line, replicas,
+                                 settings.get("bind"))
     return groups
 
 
-def _address_problem(value: Any, replicas: int) -> str | None:
-    """Why `value` cannot be an endpoint (or bind address) of a group, or None."""
+def _address_problem(value: Any, replicas: int, bind: bool) -> str | None:
+    """Why `value` cannot be an endpoint (or, with `bind`, a bind address) of a group, or
+    None. Only a bind address may be a wildcard such as tcp://0.0.0.0:PORT: listening on every
+    interface is asked for explicitly, and nobody can connect to a wildcard."""
     if value is None:
         return None
     values = value if isinstance(value, list) else [value]
@@ -228,6 +295,10 @@ def _address_problem(value: Any, replicas: int) -> str | None:
     for item in values:
         if not isinstance(item, str) or not (item.startswith("ipc://") or _TCP.match(item)):
             return "expected tcp://ADDRESS:PORT (or ipc://PATH)"
+        if not bind and WILDCARD.match(item):
+            return ("senders cannot connect to a wildcard address; give this host's address "
+                    "as the endpoint, and `bind: tcp://0.0.0.0:PORT` to listen on every "
+                    "interface (docs/distributed.md)")
     if replicas > 1 and isinstance(value, str):
         if not _TCP.match(value) or value.endswith(":*"):
             return "one address for several replicas must be tcp://ADDRESS:PORT (replica k " \
@@ -240,23 +311,32 @@ def _parse_node(item: Any, line: int, errors: _Errors) -> NodeSpec | None:
         errors.add(line, "each node is a mapping with name, type, params, group")
         return None
     name = item.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        errors.add(line, f"node needs a 'name:' made of letters, digits, _ or - (got {name!r})")
+    if not isinstance(name, str) or not _NAME.match(name) or len(name) > MAX_NAME:
+        errors.add(line, f"node needs a 'name:' made of letters, digits, _ or - (at most "
+                         f"{MAX_NAME}; got {brief(name)})")
         return None
     for key in item:
         if key not in ("name", "type", "params", "group"):
-            errors.add(item.key_line(key), f"unknown key '{key}' (allowed: name, type, params, "
-                                           f"group)", name)
+            errors.add(item.key_line(key), f"unknown key {brief(key)} (allowed: name, type, "
+                                           f"params, group)", name)
     node_type = item.get("type")
-    if not isinstance(node_type, str):
+    if node_type is None:
         errors.add(line, "missing 'type:'", name)
+        return None
+    if not isinstance(node_type, str):
+        errors.add(item.key_line("type"), f"'type:' must be a node type name, got "
+                                          f"{brief(node_type)}", name)
         return None
     params = item.get("params") or {}
     if not isinstance(params, dict):
         errors.add(item.key_line("params"), "'params:' must be a mapping", name)
         params = {}
     param_lines = {k: params.key_line(k) for k in params} if hasattr(params, "key_line") else {}
-    group = str(item.get("group", DEFAULT_GROUP))
+    group = item.get("group", DEFAULT_GROUP)
+    if not isinstance(group, str):
+        errors.add(item.key_line("group"), f"'group:' must be a group name, got {brief(group)}",
+                   name)
+        group = DEFAULT_GROUP
     return NodeSpec(name, node_type, group, dict(params), line, param_lines=param_lines,
                     key_lines=dict(item.lines))
 
@@ -271,14 +351,15 @@ def _parse_edge(item: Any, line: int, defaults: dict, errors: _Errors) -> EdgeSp
         item = item.get("link")
     match = _EDGE.match(item) if isinstance(item, str) else None
     if not match:
-        errors.add(line, f"edge must read 'node.port -> node.port', got {item!r}")
+        errors.add(line, f"edge must read 'node.port -> node.port', got {brief(item)}")
         return None
     policy = options.get("policy", defaults.get("policy", "block"))
     size = options.get("size", defaults.get("size", 16))
-    if policy not in POLICIES:
-        errors.add(line, f"edge policy {policy!r} is not one of {list(POLICIES)}")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        errors.add(line, f"edge size must be a positive integer, got {size!r}")
+    if not isinstance(policy, str) or policy not in POLICIES:
+        errors.add(line, f"edge policy {brief(policy)} is not one of {list(POLICIES)}")
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_EDGE_SIZE:
+        errors.add(line, f"edge size must be an integer from 1 to {MAX_EDGE_SIZE}, got "
+                         f"{brief(size)}")
         size = 1
     if policy == "latest":
         size = 1
@@ -289,53 +370,100 @@ def _apply_overrides(graph: Graph, overrides: list[str], errors: _Errors) -> Non
     for text in overrides:
         target, sep, value = text.partition("=")
         node_name, dot, param = target.partition(".")
+        shown = clip(text, 80)
         if not sep or not dot:
-            errors.append(f"--set {text}: expected node.param=value")
+            errors.append(f"--set {shown}: expected node.param=value")
         elif node_name not in graph.nodes:
-            errors.append(f"--set {text}: no node named '{node_name}'")
+            errors.append(f"--set {shown}: no node named {brief(node_name)}"
+                          f"{did_you_mean(node_name, graph.nodes)}")
         else:
             try:
-                parsed = yaml.safe_load(value)
-            except yaml.YAMLError:
+                parsed = yamlfile.load(value, "--set")
+            except yamlfile.YamlError:
                 parsed = value
             graph.nodes[node_name].params[param] = parsed
             graph.nodes[node_name].param_lines[param] = 0
 
 
 def _validate(graph: Graph, errors: _Errors) -> None:
+    checkable = []
     for spec in graph.nodes.values():
         if spec.group not in graph.groups:
-            errors.add(spec.line_of("group"), f"group '{spec.group}' is not declared under "
-                                              f"'groups:' (declared: {', '.join(graph.groups)})",
+            errors.add(spec.line_of("group"), f"group {brief(spec.group)} is not declared under "
+                                              f"'groups:' (declared: {', '.join(graph.groups)})"
+                                              f"{did_you_mean(spec.group, graph.groups)}",
                        spec.name)
         try:
             spec.cls = resolve(spec.type)
         except UnknownNodeType as exc:
             errors.add(spec.line_of("type"), str(exc), spec.name)
             continue
-        _check_params(spec, errors)
+        if _check_params(spec, _folder(graph.path), errors):
+            checkable.append(spec)
     for edge in graph.edges:
         _check_edge(graph, edge, errors)
     _check_cycles(graph, errors)
     _check_groups(graph, errors)
+    for spec in checkable:
+        _check_node(graph, spec, errors)
 
 
-def _check_params(spec: NodeSpec, errors: _Errors) -> None:
-    declared = spec.cls.params
+def _check_params(spec: NodeSpec, folder: Path, errors: _Errors) -> bool:
+    """Check each parameter against its declaration and make path parameters absolute; True
+    when all of them are usable."""
+    declared, before = spec.cls.params, len(errors)
     for key, value in spec.params.items():
         line = spec.param_lines.get(key, spec.line)
         origin = "" if line else " (from --set)"
         if key not in declared:
-            errors.add(line or spec.line, f"unknown parameter '{key}'{origin} for type "
-                       f"{spec.type} (parameters: {', '.join(declared) or 'none'})", spec.name)
+            errors.add(line or spec.line, f"unknown parameter {brief(key)}{origin} for type "
+                       f"{spec.type} (parameters: {', '.join(declared) or 'none'})"
+                       f"{did_you_mean(key, declared)}", spec.name)
             continue
+        param = declared[key]
         try:
-            declared[key].coerce(value)
+            param.coerce(value)
         except ParamError as exc:
             errors.add(line or spec.line, f"parameter '{key}'{origin}: {exc}", spec.name)
+            continue
+        spec.params[key] = param.resolve(value, folder if line else Path.cwd())
+        problem = param.path_problem(spec.params[key])
+        if problem:
+            errors.add(line or spec.line, f"parameter '{key}'{origin}: {problem}", spec.name)
     for key, param in declared.items():
         if param.required and key not in spec.params:
             errors.add(spec.line, f"missing required parameter '{key}' ({param.doc})", spec.name)
+    return len(errors) == before
+
+
+def _check_node(graph: Graph, spec: NodeSpec, errors: _Errors) -> None:
+    """Run the node type's own `check` on its parameters and wiring; any exception it raises
+    is reported as one line too (a plugin's check must not crash validate)."""
+    params = {key: spec.params[key] if key in spec.params else param.default
+              for key, param in spec.cls.params.items()}
+    wiring = Wiring()
+    for edge in graph.edges:
+        src, dst = graph.nodes.get(edge.src), graph.nodes.get(edge.dst)
+        if src is None or dst is None or src.cls is None or dst.cls is None \
+                or edge.src_port not in src.cls.outputs or edge.dst_port not in dst.cls.inputs:
+            continue
+        if dst is spec:
+            wiring.inputs.setdefault(edge.dst_port, set()).add(
+                src.cls.outputs[edge.src_port].type)
+        if src is spec:
+            wiring.outputs.setdefault(edge.src_port, set()).add(
+                dst.cls.inputs[edge.dst_port].type)
+    try:
+        problems = list(spec.cls.check(params, wiring))
+    except Exception as exc:  # noqa: BLE001 - whatever a node's check raises is one line
+        problems = [(None, f"check of type {spec.type} failed: {type(exc).__name__}: "
+                           f"{clip(exc)}")]
+    for key, message in problems:
+        line = spec.param_lines.get(key, spec.line) if key else spec.line
+        if key:
+            origin = "" if line else " (from --set)"
+            message = f"parameter '{key}'{origin}: {message}"
+        errors.add(line or spec.line, clip(message, 1000), spec.name)
 
 
 def _check_edge(graph: Graph, edge: EdgeSpec, errors: _Errors) -> None:
@@ -352,8 +480,8 @@ def _check_edge(graph: Graph, edge: EdgeSpec, errors: _Errors) -> None:
         if port not in ports:
             kind = "output" if direction == "outputs" else "input"
             errors.add(edge.line, f"edge {edge.key}: unknown {kind} port '{port}' of type "
-                                  f"{spec.type} ({kind}s: {', '.join(ports) or 'none'})",
-                       node_name)
+                                  f"{spec.type} ({kind}s: {', '.join(ports) or 'none'})"
+                                  f"{did_you_mean(port, ports)}", node_name)
             return
         ends.append(ports[port].type)
     if not ports_compatible(*ends):

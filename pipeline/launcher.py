@@ -9,6 +9,7 @@ with the same command; they find each other through the endpoints written in the
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -131,16 +132,17 @@ def run_group(graph: Graph, group: str, *, replica: int = 0,
     if duration:
         _stop_after(runner, duration)
     started = time.monotonic()
-    code = runner.run()
-    status.clear()
+    with status.owning_output():
+        code = runner.run()
     snapshot = runner.snapshot()
-    if runner.error:
-        print(f"error: {runner.error}", file=sys.stderr)
-    if push is not None:
+    if push is not None:    # the launcher prints the errors of all its workers together
         push.send_json({"group": worker, "final": True, **snapshot})
         push.close()
     else:
-        result = _report(graph, time.monotonic() - started, code, [snapshot])
+        errors = error_lines([snapshot])
+        for line in errors:
+            print(f"error: {line}", file=sys.stderr)
+        result = _report(graph, time.monotonic() - started, code, [snapshot], errors)
         print_summary(result)
         if report:
             _write_report(report, result)
@@ -167,7 +169,8 @@ def run_graph(graph: Graph, overrides: list[str], *, duration: float | None = No
     pull.maxmsgsize = STATUS_MAX_BYTES
     stats_to = free_endpoint()
     pull.bind(stats_to)
-    workers = {}
+    status = StatusLine(enabled=show_status)
+    workers, forwarders = {}, []
     for name, replica in local:
         cmd = [sys.executable, "-m", "pipeline.cli", "run", graph.path, "--group", name,
                "--replica", str(replica), "--endpoints", json.dumps(endpoints),
@@ -175,8 +178,13 @@ def run_graph(graph: Graph, overrides: list[str], *, duration: float | None = No
         cmd += [arg for item in overrides for arg in ("--set", item)]
         if duration:
             cmd += ["--duration", str(duration)]
-        workers[graph.groups[name].worker(replica)] = subprocess.Popen(cmd,
-                                                                       start_new_session=True)
+        # with a live status line the launcher relays its workers' output, clearing the line
+        piped = subprocess.PIPE if status.enabled else None
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=piped, stderr=piped,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"} if piped else None)
+        workers[graph.groups[name].worker(replica)] = proc
+        if piped:
+            forwarders += [_relay(proc.stdout, "stdout"), _relay(proc.stderr, "stderr")]
     stopping = []
 
     def request_stop(hard: bool = False) -> None:
@@ -187,9 +195,35 @@ def run_graph(graph: Graph, overrides: list[str], *, duration: float | None = No
     _install_stop_handlers(request_stop)
 
     started = time.monotonic()
-    status = StatusLine(enabled=show_status)
     latest: dict[str, dict] = {}
-    ignored = 0      # status messages that are not a worker's report (anyone local can send)
+    with status.owning_output():    # ignored: messages not from a worker (anyone local can send)
+        ignored = _collect(pull, workers, latest, status, stopping, request_stop, forwarders)
+    if ignored:
+        print(f"warning: ignored {ignored} status message(s) that were not a worker's report",
+              file=sys.stderr)
+    pull.close()
+    codes = {name: proc.returncode for name, proc in workers.items()}
+    code = 0 if all(c == 0 for c in codes.values()) else 1
+    finals = [latest[name] for name in workers if latest.get(name, {}).get("final")]
+    exits = [line for name in workers
+             if (line := _exit_problem(name, codes[name], latest.get(name))) is not None]
+    errors = error_lines(finals, extra=exits)
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    result = _report(graph, time.monotonic() - started, code, list(latest.values()), errors)
+    result["groups"] = {name: {"exit_code": c, "endpoint": _endpoint_of(graph, name, endpoints)}
+                        for name, c in codes.items()}
+    print_summary(result)
+    if report:
+        _write_report(report, result)
+    return code
+
+
+def _collect(pull, workers: dict, latest: dict, status: StatusLine, stopping: list,
+             request_stop, forwarders: list) -> int:
+    """Gather the workers' reports until they have all exited; returns how many messages
+    were not a worker's report. Whatever happens, no worker outlives the launcher."""
+    ignored = 0
     try:
         while any(p.poll() is None for p in workers.values()) or pull.poll(0):
             if pull.poll(200):
@@ -201,32 +235,59 @@ def run_graph(graph: Graph, overrides: list[str], *, duration: float | None = No
                 status.update({k: v for m in latest.values() for k, v in m["nodes"].items()})
             if not stopping and any(p.poll() not in (None, 0) for p in workers.values()):
                 request_stop()
-    finally:             # whatever happens here, no worker outlives the launcher
+    finally:
         for proc in workers.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    status.clear()
-    if ignored:
-        print(f"warning: ignored {ignored} status message(s) that were not a worker's report",
-              file=sys.stderr)
-    pull.close()
-    codes = {name: proc.returncode for name, proc in workers.items()}
-    code = 0 if all(c == 0 for c in codes.values()) else 1
-    missing = [name for name in workers if not latest.get(name, {}).get("final")]
-    for name in missing:
-        print(f"error: group '{name}' exited with code {codes[name]} without a final report",
-              file=sys.stderr)
-    result = _report(graph, time.monotonic() - started, code, list(latest.values()))
-    if missing and result["error"] is None:
-        result["error"] = f"group '{missing[0]}' exited with code {codes[missing[0]]} " \
-                          f"without a final report"
-    result["groups"] = {name: {"exit_code": c, "endpoint": _endpoint_of(graph, name, endpoints)}
-                        for name, c in codes.items()}
-    print_summary(result)
-    if report:
-        _write_report(report, result)
-    return code
+        for thread in forwarders:    # the rest of their output, before the table
+            thread.join(5)
+    return ignored
+
+
+def _relay(pipe, name: str) -> threading.Thread:
+    """Copy a worker's output to this process's stdout/stderr (looked up per line, so the
+    status line's clearing stream is used), line by line."""
+    def run() -> None:
+        for raw in iter(pipe.readline, b""):
+            stream = getattr(sys, name)
+            stream.write(raw.decode(errors="replace"))
+            stream.flush()
+        pipe.close()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _exit_problem(worker: str, code: int, message: dict | None) -> str | None:
+    """A worker that failed without its report saying why (killed, crashed), or None."""
+    if code == 0:
+        return None
+    if message is None or not message.get("final"):
+        return f"group '{worker}' {_exit_text(code)} without a final report"
+    if message.get("error") or message.get("failures"):
+        return None
+    return f"group '{worker}' {_exit_text(code)}"
+
+
+def _exit_text(code: int) -> str:
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
+
+
+def error_lines(snapshots: list[dict], extra: list[str] = ()) -> list[str]:
+    """What went wrong, one line each: every node failure and `extra` (workers that died);
+    only when there are none, the links that never connected (after a failure those are its
+    consequence: the failed group stopped)."""
+    failures = [f for s in snapshots for f in s.get("failures") or [] if isinstance(f, str)]
+    primary = failures + list(extra)
+    if primary:
+        return primary
+    return [s["error"] for s in snapshots if isinstance(s.get("error"), str)]
 
 
 def _status_message(raw: bytes, workers: dict) -> dict | None:
@@ -238,7 +299,8 @@ def _status_message(raw: bytes, workers: dict) -> dict | None:
     if not (isinstance(message, dict) and message.get("group") in workers
             and isinstance(message.get("nodes"), dict)
             and all(isinstance(v, dict) for v in message["nodes"].values())
-            and isinstance(message.get("links", {}), dict)):
+            and isinstance(message.get("links", {}), dict)
+            and isinstance(message.get("failures", []), list)):
         return None
     return message
 
@@ -248,16 +310,16 @@ def _endpoint_of(graph: Graph, worker: str, endpoints: dict[str, list[str]]) -> 
     return endpoints[group][int(replica.rstrip("]") or 0)]
 
 
-def _report(graph: Graph, wall_s: float, code: int, snapshots: list[dict]) -> dict:
+def _report(graph: Graph, wall_s: float, code: int, snapshots: list[dict],
+            errors: list[str]) -> dict:
     nodes, links = {}, {}
     for snap in snapshots:
         nodes.update(snap["nodes"])
         links.update(snap.get("links", {}))
     order = {name: i for i, name in enumerate(graph.nodes)}
     order.update({name: order.get(name.partition("[")[0], 0) for name in nodes})
-    errors = [s["error"] for s in snapshots if s.get("error")]
     return {"graph": graph.name, "file": graph.path, "wall_s": round(wall_s, 3),
-            "exit_code": code, "error": errors[0] if errors else None,
+            "exit_code": code, "error": errors[0] if errors else None, "errors": errors,
             "nodes": dict(sorted(nodes.items(), key=lambda kv: (order.get(kv[0], 0), kv[0]))),
             "links": links}
 

@@ -18,11 +18,15 @@ call; inputs named in a `Join(...)` are matched by timestamp or seq and handled 
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .join import Join
+from .messages import brief, type_name
 from .packet import Packet
 
 ANY = "any"
@@ -56,14 +60,28 @@ class ParamError(ValueError):
     """A parameter value that does not fit its declaration."""
 
 
+FILE, OUTPUT, FILE_OR_NAME = "file", "output", "file_or_name"  # kinds of path parameters
+
+
 class Param:
-    """A typed, documented node parameter; read it as `self.<name>` inside the node."""
+    """A typed, documented node parameter; read it as `self.<name>` inside the node.
+
+    `path` marks a str parameter as a file path: FILE (a file to read, which `validate` checks
+    exists), OUTPUT (a file to write) or FILE_OR_NAME (a file, or a name the node knows, such as
+    a zoo codec: a relative value is a path when it has a `/` or a file suffix such as `.pt`,
+    or names an existing file). A
+    graph resolves relative paths against the graph file's folder, `--set` values against the
+    current directory; "" means no file.
+    """
 
     def __init__(self, type: type, default: Any = REQUIRED, doc: str = "", *,
                  choices: tuple | None = None, min: float | None = None,
-                 max: float | None = None):
+                 max: float | None = None, path: str | None = None):
+        if path not in (None, FILE, OUTPUT, FILE_OR_NAME):
+            raise ValueError(f"Param path kind {path!r} is not one of {FILE}, {OUTPUT}, "
+                             f"{FILE_OR_NAME}")
         self.type, self.default, self.doc = type, default, doc
-        self.choices, self.min, self.max = choices, min, max
+        self.choices, self.min, self.max, self.path = choices, min, max, path
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -83,14 +101,38 @@ class Param:
         if isinstance(value, bool) and kind is not bool:
             raise ParamError(f"expected {kind.__name__}, got bool {value!r}")
         if not isinstance(value, kind):
-            raise ParamError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+            raise ParamError(f"expected {kind.__name__}, got {type_name(value)} "
+                             f"{brief(value)}")
         if self.choices is not None and value not in self.choices:
-            raise ParamError(f"{value!r} is not one of {list(self.choices)}")
+            raise ParamError(f"{brief(value)} is not one of {list(self.choices)}")
         if self.min is not None and value < self.min:
-            raise ParamError(f"{value!r} is below the minimum {self.min}")
+            raise ParamError(f"{brief(value)} is below the minimum {self.min}")
         if self.max is not None and value > self.max:
-            raise ParamError(f"{value!r} is above the maximum {self.max}")
+            raise ParamError(f"{brief(value)} is above the maximum {self.max}")
         return value
+
+    def resolve(self, value: Any, base: Path) -> Any:
+        """A path parameter's relative value as an absolute path against folder `base`."""
+        if self.path is None or not isinstance(value, str) or not value:
+            return value
+        path = Path(value).expanduser()
+        if path.is_absolute():
+            return str(path)
+        resolved = os.path.abspath(base / path)
+        if self.path == FILE_OR_NAME and "/" not in value and os.sep not in value \
+                and not path.suffix[1:].isalpha() and not os.path.exists(resolved):
+            return value  # a name, e.g. a zoo codec or a pretrained tag
+        return resolved
+
+    def path_problem(self, value: Any) -> str | None:
+        """Why a resolved path value cannot be used, or None."""
+        if not isinstance(value, str) or not value:
+            return None
+        if self.path == FILE and not os.path.isfile(value):
+            return f"{'is a folder' if os.path.isdir(value) else 'no such file'}: {value}"
+        if self.path == OUTPUT and os.path.isdir(value):
+            return f"is a folder, not a file to write: {value}"
+        return None
 
     def describe(self) -> str:
         default = "required" if self.required else f"default {self.default!r}"
@@ -120,6 +162,15 @@ class Output:
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+
+
+@dataclass
+class Wiring:
+    """What a node's ports connect to in a graph: per connected port, the port types at the
+    other ends, e.g. `inputs={"image": {"image"}}`, `outputs={"out": {"encoded", "any"}}`."""
+
+    inputs: dict[str, set[str]] = field(default_factory=dict)
+    outputs: dict[str, set[str]] = field(default_factory=dict)
 
 
 class Node:
@@ -191,6 +242,14 @@ class Node:
             self.counters[name] = matcher.counters
 
     # -- lifecycle, overridden by subclasses -------------------------------------------------
+    @classmethod
+    def check(cls, params: dict[str, Any], wiring: Wiring) -> Iterator[tuple[str | None, str]]:
+        """Problems `dance validate` finds before anything runs, as (parameter or None, one-line
+        message): files that `setup()` would fail to open, names it would not know, inputs the
+        parameters cannot serve. `params` are coerced, defaults filled and paths resolved.
+        Keep it cheap: read headers and metadata, never load a model."""
+        return iter(())
+
     def setup(self) -> None:
         """Open files, load models. Runs in the node's own process before any packet."""
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import inspect
+import re
+import textwrap
 
 from nodes import BUILTIN
 
@@ -28,10 +30,20 @@ def _markdown(name: str, cls: type[Node]) -> list[str]:
     return out
 
 
+def _first_sentence(text: str) -> str:
+    """The first sentence of a docstring's first paragraph, however its lines are wrapped."""
+    paragraph = " ".join(text.split("\n\n")[0].split())
+    match = re.search(r"(?<!e\.g)(?<!i\.e)(?<!etc)[.!?](\s|$)", paragraph)
+    return paragraph[:match.end()].strip() if match else paragraph
+
+
 def _text(name: str, cls: type[Node], origin: str = "", full: bool = False) -> list[str]:
-    summary = _summary(cls).splitlines()
     out = [f"{name}  ({cls.__module__}.{cls.__qualname__}{origin})"]
-    out += [f"    {line}".rstrip() for line in (summary if full else summary[:1])]
+    if full:
+        out += [f"    {line}".rstrip() for line in _summary(cls).splitlines()]
+    else:
+        out += textwrap.wrap(_first_sentence(_summary(cls)), width=96, initial_indent="    ",
+                             subsequent_indent="    ")
     out += [f"    in  {p.name}: {p.type}" for p in cls.inputs.values()]
     out += [f"    out {p.name}: {p.type}" for p in cls.outputs.values()]
     out += [f"    --set {p.name}=  ({p.describe()}) {p.doc}" for p in cls.params.values()]

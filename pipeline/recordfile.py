@@ -161,8 +161,8 @@ class RecordReader:
                     return
                 kind, body, end = record
                 if kind == KIND_INDEX:
-                    self._check_trailer(file, offset, end)
-                    self.complete = True
+                    self.complete = self._check_trailer(file, offset, end)
+                    self.trailing_bytes = 0 if self.complete else self.size - end
                     return
                 try:
                     packet, _ = wire.decode(wire.from_bytes(body), self.max_bytes)
@@ -193,10 +193,26 @@ class RecordReader:
                 return None
         if record is None or record[0] != KIND_INDEX:
             return None
-        body = record[1]
+        return self._parse_index(record[1], index_offset)
+
+    def _parse_index(self, body: memoryview, offset: int) -> RecordIndex:
+        """The index record's streams and entries, each field checked (RecordError if not)."""
+        problem = f"{self.path}: index record at byte {offset} is malformed"
+        if len(body) < 4:
+            raise RecordError(problem)
         (names_len,) = struct.unpack_from("<I", body)
-        streams = json.loads(bytes(body[4:4 + names_len]))
+        rest = len(body) - 4 - names_len
+        if rest < 0 or rest % INDEX_DTYPE.itemsize:
+            raise RecordError(problem)
+        try:
+            streams = json.loads(bytes(body[4:4 + names_len]))
+        except ValueError:
+            raise RecordError(f"{problem} (stream names)") from None
+        if not isinstance(streams, list) or not all(isinstance(s, str) for s in streams):
+            raise RecordError(f"{problem} (stream names)")
         entries = np.frombuffer(body, dtype=INDEX_DTYPE, offset=4 + names_len)
+        if len(entries) and int(entries["stream"].max()) >= len(streams):
+            raise RecordError(f"{problem} (stream numbers)")
         return RecordIndex(streams, entries)
 
     def _trailer_offset(self, file) -> int | None:
@@ -236,13 +252,18 @@ class RecordReader:
                                   f"followed by more data")
         return None
 
-    def _check_trailer(self, file, index_offset: int, end: int) -> None:
+    def _check_trailer(self, file, index_offset: int, end: int) -> bool:
+        """True for the trailer of a clean close; False for one cut short (a crash during
+        close: every packet is whole, the file reads as not closed cleanly)."""
+        expected = _TRAILER.pack(index_offset, TRAILER_MAGIC)
         file.seek(end)
-        trailer = file.read()
-        if (len(trailer) != _TRAILER.size
-                or _TRAILER.unpack(trailer) != (index_offset, TRAILER_MAGIC)):
-            raise RecordError(f"{self.path}: {len(trailer)} unexpected bytes after the index "
-                              f"record at byte {index_offset}")
+        trailer = file.read(len(expected) + 1)
+        if trailer == expected:
+            return True
+        if len(trailer) < len(expected) and expected.startswith(trailer):
+            return False
+        raise RecordError(f"{self.path}: {self.size - end} unexpected bytes after the index "
+                          f"record at byte {index_offset}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 from nodes import BUILTIN
 
+from .messages import brief, did_you_mean
 from .node import Node
 
 ENTRY_POINT_GROUP = "dance.nodes"
@@ -88,9 +89,9 @@ def resolve(type_name: str) -> type[Node]:
         if problem:
             raise UnknownNodeType(problem)
         listed = f"; plugin types: {', '.join(sorted(found))}" if found else ""
-        raise UnknownNodeType(f"unknown node type '{type_name}' (built-in types: "
+        raise UnknownNodeType(f"unknown node type {brief(type_name)} (built-in types: "
                               f"{', '.join(sorted(BUILTIN))}{listed}; or use "
-                              f"package.module:Class)")
+                              f"package.module:Class){did_you_mean(type_name, [*BUILTIN, *found])}")
     try:
         cls = plugin.entry_point.load()
     except Exception as exc:  # whatever the package's import raises, name the package
@@ -104,6 +105,8 @@ def resolve(type_name: str) -> type[Node]:
 
 def _load_target(type_name: str, target: str) -> type[Node]:
     module_name, _, class_name = target.partition(":")
+    if len(target) > 200:
+        raise UnknownNodeType(f"node type {brief(type_name)}: not a module:Class name")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -3,10 +3,11 @@
 Every edge has its own bounded queue with its policy; `block` waits for room, `drop_oldest`
 evicts the oldest packet, `latest` keeps only the newest. Every drop is counted. End of stream
 flows along edges: a node finishes once all its inputs have ended and drained, then ends its own
-outputs. Edges to other groups go through `transport.LinkSender`.
+outputs. Edges to other groups go through `links.GroupLinks` (sockets, batching, inboxes).
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -16,13 +17,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import zmq
 
-from . import wire
 from .graph import EdgeSpec, Graph, NodeSpec, is_source
 from .node import Node, Source
 from .packet import Packet
-from .transport import CurveServer, LinkReceiver, LinkSender, route_prefix
+from .links import GroupLinks, LinkReceiver, LinkSender
 
 
 @dataclass
@@ -32,7 +31,7 @@ class NodeStats:
     count_in: int = 0
     count_out: int = 0
     dropped: int = 0
-    dropped_out: int = 0
+    senders: list = field(default_factory=list)  # LinkSenders: they count their drops
     errors: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=4096))
     started: float = field(default_factory=time.monotonic)
@@ -45,7 +44,8 @@ class NodeStats:
                else {"p50": None, "p95": None})
         elapsed = max(time.monotonic() - self.started, 1e-9)
         return {"group": self.group, "type": self.type, "in": self.count_in,
-                "out": self.count_out, "dropped": self.dropped, "dropped_out": self.dropped_out,
+                "out": self.count_out, "dropped": self.dropped,
+                "dropped_out": sum(sender.dropped for sender in self.senders),
                 "errors": self.errors, "latency_ms": pct,
                 "rate_hz": round(max(self.count_in, self.count_out) / elapsed, 2),
                 "finished": self.finished}
@@ -128,6 +128,16 @@ class Inbox:
         return taken
 
 
+def failure_text(spec: NodeSpec, exc: Exception) -> str:
+    """`node 'x' (type) failed: Error: what`, without the node's name again when the message
+    starts with it, and without where in the code (DANCE_TRACEBACK=1 prints that)."""
+    text = str(exc).strip()
+    for prefix in (f"node '{spec.name}': ", f"{spec.name}: "):
+        text = text.removeprefix(prefix)
+    return f"node '{spec.name}' ({spec.type}) failed: {type(exc).__name__}" + \
+        (f": {text}" if text else "")
+
+
 class GroupRunner:
     """Builds and runs the nodes of `group`; `run()` returns once they have all finished."""
 
@@ -140,14 +150,13 @@ class GroupRunner:
         self.worker = graph.groups[group].worker(replica)  # this process's name in reports
         self.stop = threading.Event()       # ask sources to end; the rest drains
         self.hard_stop = threading.Event()  # abandon queues (second Ctrl-C, failure)
-        self.error: str | None = None
+        self.error: str | None = None      # the first failure, else a link that never connected
+        self.failures: dict[str, str] = {}  # node -> its first failure, in order
         self.specs = graph.group_nodes(group)
         self.stats = {s.name: NodeStats(self.worker, s.type) for s in self.specs}
         self.inboxes = {s.name: Inbox(self.stats[s.name]) for s in self.specs}
-        self.ctx: zmq.Context | None = None
-        self.receiver: LinkReceiver | None = None
-        self.curve: CurveServer | None = None
-        self._remote_routes: dict[str, list] = {}  # edge -> [inbox, index, EOS still due]
+        self.links: GroupLinks | None = None
+        self.receiver: LinkReceiver | None = None  # the links' inbox, if other groups send here
         self._senders: list[LinkSender] = []
         self.nodes: dict[str, Node] = {}
 
@@ -175,52 +184,20 @@ class GroupRunner:
         return deliver
 
     def _remote_route(self, spec: NodeSpec, edge: EdgeSpec):
-        dst_group = self.graph.nodes[edge.dst].group
-        sender = LinkSender(self.ctx, self.endpoints[dst_group], hwm=edge.size,
-                            curve_keys=self.graph.curve_keys, peer=f"group '{dst_group}'")
+        sender = self.links.sender(edge)
         self._senders.append(sender)
-        route, stats = route_prefix(edge.key), self.stats[spec.name]
-        wait = edge.policy == "block"
-
-        def deliver(packet: Packet | None, eos: bool) -> None:
-            if eos:
-                sender.send_to_all(route, wire.end_of_stream(), self.hard_stop)
-            elif not sender.send(route, wire.encode(packet), wait, self.hard_stop):
-                stats.dropped_out += 1
-        return deliver
-
-    def _accept_remote(self, route: str, packet: Packet, eos: bool) -> bool:
-        target = self._remote_routes.get(route)
-        if target is None:
-            return False
-        inbox, index, _ = target
-        if eos:
-            target[2] -= 1  # every replica of the sending group ends the edge
-            if target[2] <= 0:
-                inbox.close(index)
-        else:
-            inbox.put(index, packet, self.hard_stop)
-        return True
+        self.stats[spec.name].senders.append(sender)
+        return sender.deliver
 
     def _wire(self) -> None:
-        incoming = [e for e in self.graph.edges
-                    if self.graph.crossing(e) and self.graph.nodes[e.dst].group == self.group]
-        outgoing = any(self.graph.crossing(e) and self.graph.nodes[e.src].group == self.group
-                       for e in self.graph.edges)
-        if incoming or outgoing:
-            self.ctx = zmq.Context()
-        for edge in incoming:
+        self.links = GroupLinks(self.graph, self.group, self.endpoints, self.replica,
+                                self.hard_stop)
+        for edge in self.links.incoming:
             inbox = self.inboxes[edge.dst]
-            senders = self.graph.groups[self.graph.nodes[edge.src].group].replicas
-            self._remote_routes[edge.key] = [inbox, inbox.add_edge(edge), senders]
-        if incoming:
-            if self.graph.curve_keys:
-                self.curve = CurveServer(self.ctx, self.graph.curve_keys)
-            hwm = max(e.size for e in incoming) * 2
-            group = self.graph.groups[self.group]
-            bind = (group.binds() or self.endpoints[self.group])[self.replica]
-            self.receiver = LinkReceiver(self.ctx, bind, self._accept_remote, hwm=hwm,
-                                         curve=self.curve, knows=self._remote_routes.__contains__)
+            index = inbox.add_edge(edge)
+            self.links.receive(edge, lambda p, i=inbox, n=index: i.put(n, p, self.hard_stop),
+                               lambda i=inbox, n=index: i.close(n))
+        self.receiver = self.links.receiver
 
     # -- running ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -324,6 +301,9 @@ class GroupRunner:
 
     def _run_handlers(self, spec: NodeSpec, node: Node, stats: NodeStats) -> None:
         inbox = self.inboxes[spec.name]
+        # packets from other groups can queue while this group waits for its peers to connect:
+        # latency counts from when the node could first take them, not that start-up wait
+        ready_at = time.perf_counter()
         while (item := inbox.get(self.hard_stop)) is not None:
             port, packet, enqueued = item
             if batch := node.batch_size(port):
@@ -331,19 +311,21 @@ class GroupRunner:
                 stats.count_in += len(items)
                 node.handle_batch(port, [p for p, _ in items])
                 done = time.perf_counter()
-                stats.latencies_ms.extend((done - t) * 1000 for _, t in items)
+                stats.latencies_ms.extend((done - max(t, ready_at)) * 1000 for _, t in items)
                 continue
             stats.count_in += 1
             node.handle(port, packet)
-            stats.latencies_ms.append((time.perf_counter() - enqueued) * 1000)
+            stats.latencies_ms.append((time.perf_counter() - max(enqueued, ready_at)) * 1000)
         node.end_of_input()
 
     def _fail(self, spec: NodeSpec, exc: Exception) -> int:
+        """Record a node's first failure (every node's: a second one may fail for its own
+        reason) and stop the group. DANCE_TRACEBACK=1 also prints the traceback."""
+        self.failures.setdefault(spec.name, failure_text(spec, exc))
         if self.error is None:
-            where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-            at = f" (at {where.filename}:{where.lineno})" if where else ""
-            self.error = (f"node '{spec.name}' ({spec.type}) failed: "
-                          f"{type(exc).__name__}: {exc}{at}")
+            self.error = self.failures[spec.name]
+        if os.environ.get("DANCE_TRACEBACK"):
+            traceback.print_exception(exc, file=sys.stderr)
         self.stop.set()
         self.inboxes[spec.name].kill()
         return 1
@@ -360,15 +342,8 @@ class GroupRunner:
                  for name, s in self.stats.items()}
         return {"nodes": nodes,
                 "links": {self.worker: self.receiver.stats()} if self.receiver else {},
-                "error": self.error}
+                "error": self.error, "failures": list(self.failures.values())}
 
     def _close(self) -> None:
-        if self.receiver:
-            self.receiver.done.set()
-            self.receiver.join(2)
-        for sender in self._senders:
-            sender.close()
-        if self.curve:
-            self.curve.stop()
-        if self.ctx:
-            self.ctx.term()
+        if self.links:
+            self.links.close()

@@ -239,15 +239,16 @@ nodes:
 edges:
   - glasses.image -> cls.image
 """)
-    result = dance("run", graph)
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    result = dance("run", graph)   # refused when the graph loads, before any process starts
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1, result.stderr
-    assert "node 'cls' (classify) failed: ClassifierWeightsError: mobilenet_v2 weights not " \
-           f"found: {tmp_path / FILE} does not exist" in errors[0]
+    assert "cls" in errors[0] and f"{tmp_path / FILE} does not exist" in errors[0]
 
 
 def test_graph_validates():
+    if not WEIGHTS.is_file():  # validate checks that the weights file exists
+        pytest.skip(f"MobileNetV2 weights not found at {WEIGHTS}")
     result = dance("validate", "graphs/aea_classify.yaml")
     assert result.returncode == 0, result.stderr
 

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -390,3 +391,125 @@ def test_decode_a_stream_block_needs_its_checkpoint(ckpts, tmp_path, capsys):
     assert main(["decode", str(block), "-c", str(audio_ckpt), "-o", str(tmp_path / "b.wav")]) == 0
     decoded, rate = sf.read(tmp_path / "b.wav", dtype="int32")
     assert decoded.shape == (4096, 7) and rate == 48000
+
+
+# -- hostile input: one error line, exit 2, no traceback ----------------------------------------
+def _crafted(container, **fields) -> bytes:
+    import dataclasses
+    return dataclasses.replace(container, **fields).pack()
+
+
+def test_crafted_header_fields_give_one_error_line(ckpts, tmp_path, capsys):
+    """Each field a decoder trusts (dtype, rate, shape) set to what no encoder writes, with a
+    valid CRC: refused with one line naming the field, before any model runs."""
+    from .dance_testing import sample_audio
+    image_ckpt, audio_ckpt = ckpts
+    sf.write(tmp_path / "in.wav", sample_audio(3000), 48000, subtype="PCM_32")
+    Image.fromarray(sample_image(40, 40)).save(tmp_path / "in.png")
+    assert main(["encode", "-c", str(audio_ckpt), str(tmp_path / "in.wav"),
+                 "-o", str(tmp_path / "a.dnc")]) == 0
+    assert main(["encode", "-c", str(image_ckpt), str(tmp_path / "in.png"),
+                 "-o", str(tmp_path / "i.dnc")]) == 0
+    audio, image = (unpack((tmp_path / f"{n}.dnc").read_bytes()) for n in "ai")
+    cases = {   # name: (data, checkpoint, output suffix, words the error must hold)
+        "uint8-audio": (_crafted(audio, dtype="uint8"), audio_ckpt, "wav", "dtype uint8"),
+        "int16-audio": (_crafted(audio, dtype="int16"), audio_ckpt, "flac", "dtype int16"),
+        "huge-rate": (_crafted(audio, sample_rate=1 << 32), audio_ckpt, "wav", "sample rate"),
+        "no-frames": (_crafted(audio, shape=(0, 7)), audio_ckpt, "wav", "no samples"),
+        "rank-0": (_crafted(audio, shape=()), audio_ckpt, "wav", "no samples"),
+        "1-D": (_crafted(audio, shape=(3000,)), audio_ckpt, "wav", "(3000,)"),
+        "float-image": (_crafted(image, dtype="float32"), image_ckpt, "png", "dtype float32"),
+        "empty-row": (_crafted(image, shape=(0, 40, 3)), image_ckpt, "png", "no samples"),
+        "2-D-image": (_crafted(image, shape=(40, 40)), image_ckpt, "png", "(40, 40)"),
+    }
+    capsys.readouterr()
+    for name, (data, ckpt, suffix, words) in cases.items():
+        (tmp_path / f"{name}.dnc").write_bytes(data)
+        assert main(["decode", str(tmp_path / f"{name}.dnc"), "-c", str(ckpt),
+                     "-o", str(tmp_path / f"out.{suffix}")]) == 2, name
+        err = capsys.readouterr().err
+        assert _one_error_line(err) and words in err and f"{name}.dnc" in err, (name, err)
+    # int64 is an audio dtype the encoder takes: its stream decodes to a 32-bit WAV
+    (tmp_path / "int64.dnc").write_bytes(_crafted(audio, dtype="int64"))
+    assert main(["decode", str(tmp_path / "int64.dnc"), "-c", str(audio_ckpt),
+                 "-o", str(tmp_path / "int64.wav")]) == 0
+    assert sf.info(tmp_path / "int64.wav").subtype == "PCM_32"
+
+
+def _png_header_only(path, width: int, height: int) -> None:
+    """A PNG that declares width×height RGB pixels but holds almost none of them."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_and_empty_audio_are_refused(ckpts, tmp_path, capsys):
+    image_ckpt, audio_ckpt = ckpts
+    _png_header_only(tmp_path / "bomb.png", 30000, 30000)   # 2.7 GB of pixels if decoded
+    _png_header_only(tmp_path / "big.png", 9000, 9000)      # under PIL's own bomb limit
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 7), np.int32), 48000, subtype="PCM_32")
+    result = dance("encode", "-c", image_ckpt, tmp_path / "bomb.png", "-o", tmp_path / "o.dnc")
+    assert result.returncode == 2 and _one_error_line(result.stderr), result.stderr
+    assert "900000000 pixels" in result.stderr and "Traceback" not in result.stderr
+    for argv, words in ((["-c", str(image_ckpt), str(tmp_path / "big.png")], "9000×9000"),
+                        (["-c", str(audio_ckpt), str(tmp_path / "empty.wav")], "empty")):
+        assert main(["encode", *argv, "-o", str(tmp_path / "o.dnc")]) == 2
+        err = capsys.readouterr().err
+        assert _one_error_line(err) and words in err, err
+    assert not (tmp_path / "o.dnc").exists()
+
+
+def _hostile_checkpoint(path, base: Path, widths: list[int]) -> None:
+    """`base` with its config's encoder widths replaced and the hash recomputed: it verifies,
+    and building its model would allocate widths² × kernel² floats."""
+    import torch
+
+    from dance.zoo import checkpoint_hash
+    ckpt = torch.load(base, weights_only=True)
+    ckpt["config"] = {**ckpt["config"], "encoder": {**ckpt["config"]["encoder"],
+                                                    "widths": widths}}
+    ckpt["hash"] = checkpoint_hash(ckpt["config"], ckpt["state_dict"], ckpt["entropy"])
+    torch.save(ckpt, path)
+
+
+def test_inspect_refuses_a_hostile_config_before_allocating(ckpts, tmp_path, capsys):
+    image_ckpt, _ = ckpts
+    _hostile_checkpoint(tmp_path / "hostile.pt", image_ckpt, [300000, 8, 16])  # ~9 TB
+    config = {**TINY_IMAGE, "encoder": {**TINY_IMAGE["encoder"], "widths": [300000, 8, 16]}}
+    (tmp_path / "hostile.yaml").write_text(json.dumps(config))
+    capsys.readouterr()
+    for source in ("hostile.pt", "hostile.yaml"):
+        assert main(["inspect", str(tmp_path / source)]) == 2, source
+        err = capsys.readouterr().err
+        assert _one_error_line(err) and "refusing to build it" in err, err
+    result = dance("info", tmp_path / "hostile.pt")      # describes it without building it
+    assert result.returncode == 0 and "network_elements" in result.stdout, result.stderr
+
+
+def test_inspect_on_other_file_kinds_says_what_they_are(ckpts, tmp_path, capsys):
+    from pipeline.recordfile import RecordWriter
+    image_ckpt, _ = ckpts
+    Image.fromarray(sample_image(32, 32)).save(tmp_path / "in.png")
+    assert main(["encode", "-c", str(image_ckpt), str(tmp_path / "in.png"),
+                 "-o", str(tmp_path / "x.dnc")]) == 0
+    RecordWriter(tmp_path / "x.rec").close()
+    capsys.readouterr()
+    for name, words in (("x.dnc", ".dnc container"), ("x.rec", "recording"),
+                        ("in.png", "not a checkpoint")):
+        assert main(["inspect", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert _one_error_line(err) and words in err and "weights_only" not in err, err
+    result = dance("encode", "-c", tmp_path / "x.dnc", tmp_path / "in.png", "-o", tmp_path / "o")
+    assert result.returncode == 2 and _one_error_line(result.stderr), result.stderr
+    assert "weights_only" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_inspect_on_a_vrs_recording_says_what_it_is(aea_vrs, capsys):
+    assert main(["inspect", str(aea_vrs)]) == 2
+    err = capsys.readouterr().err
+    assert _one_error_line(err) and "VRS recording" in err and "dance info" in err, err

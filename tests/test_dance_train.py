@@ -111,6 +111,17 @@ def test_bad_config_and_data_give_one_line_errors(tmp_path):
     assert no_resume.returncode == 2 and "no training state" in no_resume.stderr
 
 
+@pytest.mark.parametrize("setting, expected", [
+    ("lmbda=abc", "lmbda must be a number > 0 or [low, high], got str 'abc'"),
+    ("batch_size=2.5", "batch_size must be an integer >= 1, got float 2.5"),
+    ("amp=1", "amp must be true, false or auto, got int 1"),
+])
+def test_typed_config_values_are_one_line_naming_key_and_type(setting, expected):
+    result = dance("train", "--config", TINY, "--set", setting)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: --set {setting}: {expected}"
+
+
 def test_rate_is_bits_per_input_element():
     x = torch.zeros(2, 3, 8, 8)
     likelihoods = torch.full((2, 4, 2, 2), 0.5)  # 1 bit per latent element

@@ -251,6 +251,7 @@ def test_documented_graphs_validate(tmp_path):
     start = text.index("# graph.yaml, copied to every machine\n")
     doc_graph = tmp_path / "graph.yaml"
     doc_graph.write_text(text[start:text.index("```", start)])
+    assert dance("keys", tmp_path / "keys").returncode == 0  # validate checks `curve_keys:`
     for path in (doc_graph, ROOT / "examples" / "split_hosts.yaml"):
         result = dance("validate", path)
         assert result.returncode == 0, result.stderr

@@ -105,6 +105,29 @@ def test_file_cut_anywhere_reads_up_to_its_last_whole_record(tmp_path):
     assert RecordReader(path).index() is None  # never closed: no index, scanning suffices
 
 
+def test_closed_file_cut_in_its_index_or_trailer_reads_every_packet(tmp_path):
+    """A crash during close() leaves every packet whole: the file reads to its last whole
+    record, not closed cleanly, whether the cut falls in the index record or the trailer."""
+    path, packets = tmp_path / "a.rec", sample_packets()
+    last_packet_end = write_file(path, packets)[-1]
+    data = path.read_bytes()
+    index_end = len(data) - 16
+    cut = tmp_path / "cut.rec"
+    for size in [*range(last_packet_end, index_end, 7), *range(index_end, len(data))]:
+        cut.write_bytes(data[:size])
+        reader = RecordReader(cut)
+        got = list(reader)
+        assert len(got) == len(packets), size
+        assert not reader.complete, size
+        whole = index_end if size >= index_end else last_packet_end
+        assert reader.trailing_bytes == size - whole, size
+        assert reader.index() is None
+    assert_same(got[-1], packets[-1])
+    cut.write_bytes(data[:index_end] + b"\x01" * 9)  # not a prefix of the trailer: damage
+    with pytest.raises(RecordError, match="9 unexpected bytes after the index record"):
+        list(RecordReader(cut))
+
+
 def test_zero_filled_tail_after_power_loss_is_a_torn_end(tmp_path):
     path, packets = tmp_path / "a.rec", sample_packets()
     ends = write_file(path, packets, close=False)

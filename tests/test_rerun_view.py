@@ -292,13 +292,14 @@ edges:
     assert len([t for t, _ in stored["audio/original/mic"] if t is not None]) == 4096 // 48
 
 
-def test_the_graph_in_the_viewer_guide_validates(tmp_path):
+def test_the_graph_in_the_viewer_guide_validates(tmp_path, aea_vrs):
     guide = (Path(__file__).resolve().parents[1] / "docs" / "viewer.md").read_text()
     blocks = [block.split("```", 1)[0] for block in guide.split("```yaml\n")[1:]]
     assert len(blocks) == 1 and "rerun_view" in blocks[0]
     graph = tmp_path / "guide.yaml"
     graph.write_text(blocks[0])
-    result = dance("validate", graph)
+    # the guide's relative path is relative to where the file is saved (the repository root)
+    result = dance("validate", graph, "--set", f"vrs.path={aea_vrs}")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

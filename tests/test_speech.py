@@ -237,6 +237,9 @@ def test_speech_graph_runs_encoder_zeromq_decoder_and_both_listeners(transcriber
     assert nodes["asr_original"]["windows"] == nodes["asr_decoded"]["windows"] == 1
 
 
-def test_speech_graph_validates():
-    result = dance("validate", "graphs/aea_speech.yaml")
+def test_speech_graph_validates(tmp_path):
+    import soundfile as sf
+    clip = tmp_path / "mics.wav"  # validate checks that the input file exists
+    sf.write(clip, np.zeros((480, 7), dtype=np.int32), 48000, subtype="PCM_32")
+    result = dance("validate", "graphs/aea_speech.yaml", "--set", f"mics.path={clip}")
     assert result.returncode == 0, result.stderr

@@ -225,6 +225,8 @@ def test_real_mobilenet_keeps_labels_through_ecq_on_held_out_photos(tmp_path):
 
 
 def test_split_graph_validates_and_its_shipped_codec_fits_mobilenet_v2():
+    if not WEIGHTS.is_file():  # validate checks that the weights file exists
+        pytest.skip(f"MobileNetV2 weights not found at {WEIGHTS}")
     result = dance("validate", "graphs/aea_split.yaml")
     assert result.returncode == 0, result.stderr
     from pathlib import Path
