@@ -4,13 +4,18 @@ PY     := $(VENV)/bin/python
 # Reinstall when the dependencies or the checkout location change.
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(shell echo $(CURDIR) | sha1sum | cut -c1-8)
 
-.PHONY: demo test install clean-venv docs
+.PHONY: demo test lint install clean-venv docs
 
 demo: $(STAMP)
 	$(VENV)/bin/dance run graphs/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# ruff on the whole tree, mypy on the runtime (settings: pyproject.toml); .ci/run runs it after the tests
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 install: $(STAMP)
 

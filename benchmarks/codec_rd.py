@@ -295,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"  {r.codec:44s} {r.frame:22s} {r.bytes:7d} B {r.ratio:8.1f}:1 {r.psnr:6.2f} dB {r.detail}")
     summary = summarize(rows)
-    print_table("images (ratio = total raw bytes / total compressed bytes; PSNR averaged over frames)", summary,
-                "PSNR dB")
+    print_table("images (ratio = total raw bytes / total compressed bytes; PSNR averaged over frames)",
+                summary, "PSNR dB")
     check_monotonic_lambda(summary, lambdas)
     curves = {} if args.no_curves else context_curves(frames)
     for fmt, curve in curves.items():

@@ -83,7 +83,8 @@ def split_of(name: str) -> str:
     return "heldout" if digest % 100 < HELDOUT_PERCENT else "train"
 
 
-def split_by_recording(recordings: Sequence[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+def split_by_recording(recordings: Sequence[Path], val_fraction: float,
+                       seed: int) -> tuple[list[Path], list[Path]]:
     """Seeded shuffle, then hold out round(val_fraction * n) recordings (at least one if n >= 2)."""
     recordings = list(recordings)
     if len(recordings) < 2 or val_fraction <= 0:
@@ -227,8 +228,8 @@ class VrsFrames(_Cropping):
 
     cache_frames = 32
 
-    def __init__(self, files: Sequence[Path], crop: int | None, train: bool, transform: Transform | None = None,
-                 frames: dict[Path, Sequence[int]] | None = None):
+    def __init__(self, files: Sequence[Path], crop: int | None, train: bool,
+                 transform: Transform | None = None, frames: dict[Path, Sequence[int]] | None = None):
         super().__init__(crop, train, transform)
         self.reader = VrsReader()
         self._cache: dict[tuple[Path, int], torch.Tensor] = {}
@@ -250,7 +251,8 @@ class VrsFrames(_Cropping):
         path, k = self.index[i]
         frame = self._cache.get((path, k))
         if frame is None:
-            frame = torch.from_numpy(np.ascontiguousarray(read_vrs_frame(self.reader.provider(path), path, k).transpose(2, 0, 1)))
+            pixels = read_vrs_frame(self.reader.provider(path), path, k)
+            frame = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
             if len(self._cache) < self.cache_frames:
                 self._cache[(path, k)] = frame
         return self._finish(frame)
@@ -264,7 +266,8 @@ def vrs_frame_count(path: Path, reader: VrsReader | None = None) -> int:
 class ImageFiles(_Cropping):
     """PNG/JPG images converted to RGB, as uint8 (3, H, W) crops."""
 
-    def __init__(self, files: Sequence[Path], crop: int | None, train: bool, transform: Transform | None = None):
+    def __init__(self, files: Sequence[Path], crop: int | None, train: bool,
+                 transform: Transform | None = None):
         super().__init__(crop, train, transform)
         self.files = list(files)
 
@@ -319,7 +322,8 @@ class _AudioSegments(_Cropping):
                           f"{segment_frames / AUDIO_RATE:.3f} s segment; skipped", file=sys.stderr)
                     continue
                 print(f"note: {path}: {frames / AUDIO_RATE:.3f} s of audio is shorter than one "
-                      f"{segment_frames / AUDIO_RATE:.3f} s segment; padded with its edge values", file=sys.stderr)
+                      f"{segment_frames / AUDIO_RATE:.3f} s segment; padded with its edge values",
+                      file=sys.stderr)
                 count = 1
             chosen = segments.get(path, range(count)) if segments else range(count)
             self.index += [Segment(path, k * segment_frames) for k in chosen]
@@ -424,9 +428,9 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
 
     Keys: ``sources`` (files/folders, split by recording), ``extra_train`` (always training),
     ``val_sources`` (explicit validation; disables the automatic split), ``val_fraction``,
-    ``crop`` (pixels or samples; ``val_crop`` for validation), ``segment_seconds`` and ``short`` (audio), ``simulated``
-    (audio: {count, seconds, seed, val_count}), ``aria_like`` (images: training photos become
-    Aria-like crops, `dance.augment`; VRS frames are used as they are).
+    ``crop`` (pixels or samples; ``val_crop`` for validation), ``segment_seconds`` and ``short``
+    (audio), ``simulated`` (audio: {count, seconds, seed, val_count}), ``aria_like`` (images:
+    training photos become Aria-like crops, `dance.augment`; VRS frames are used as they are).
     """
     crop = int(data["crop"]) if data.get("crop") else None
     val_crop = int(data["val_crop"]) if data.get("val_crop") else crop
@@ -470,7 +474,8 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
             if vrs:
                 parts.append(VrsAudio(vrs, segment_frames, crop, train, transform, short, segments=pick))
             if other:
-                parts.append(AudioFiles(other, segment_frames, crop, train, transform, short, channels=channels))
+                parts.append(AudioFiles(other, segment_frames, crop, train, transform, short,
+                                        channels=channels))
         return [p for p in parts if len(p)]
 
     if len(sources) == 1 and not val_files and val_fraction > 0:
@@ -505,7 +510,8 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
         # Validation clips use seeds after the training ones: a split by recording (clip).
         train_parts.append(_CroppedClips(SimulatedAudioDataset(count, seconds, base), crop, True, transform))
         if val_count:
-            val_parts.append(_CroppedClips(SimulatedAudioDataset(val_count, seconds, base + count), val_crop, False, transform))
+            val_clips = SimulatedAudioDataset(val_count, seconds, base + count)
+            val_parts.append(_CroppedClips(val_clips, val_crop, False, transform))
 
     if not train_parts:
         raise DataError("data: no training items (check data.sources / data.extra_train / data.simulated)")

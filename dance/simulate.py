@@ -175,7 +175,8 @@ def pink_noise(rng: np.random.Generator, n: int, fs: int = SAMPLE_RATE) -> np.nd
     return np.fft.irfft((rng.standard_normal(len(f)) + 1j * rng.standard_normal(len(f))) * shape, n)
 
 
-SOURCE_KINDS = {"speech": speech_like, "noise": noise_bursts, "tone": tones_and_chirps, "transient": transients}
+SOURCE_KINDS = {"speech": speech_like, "noise": noise_bursts, "tone": tones_and_chirps,
+                "transient": transients}
 SOURCE_PROBS = {"speech": 0.4, "noise": 0.25, "tone": 0.15, "transient": 0.2}
 
 
@@ -218,7 +219,8 @@ def read_mono(path: str | Path, fs: int = SAMPLE_RATE) -> np.ndarray:
 def load_recordings(folder: str | Path, split: str = "train", fs: int = SAMPLE_RATE,
                     include: str = "") -> list[np.ndarray]:
     """The mono recordings of one split, read once; those shorter than 0.3 s are skipped."""
-    recordings = [x for f in split_files(folder, split, include) if len(x := read_mono(f, fs)) >= MIN_RECORDING_SECONDS * fs]
+    recordings = [x for f in split_files(folder, split, include)
+                  if len(x := read_mono(f, fs)) >= MIN_RECORDING_SECONDS * fs]
     if not recordings:
         raise ValueError(f"{folder}: no {split} recordings of at least {MIN_RECORDING_SECONDS} s")
     return recordings
@@ -239,7 +241,8 @@ def recording_track(rng: np.random.Generator, recordings: list[np.ndarray], n: i
     return np.concatenate(pieces)[offset: offset + n].astype(np.float64)
 
 
-def _source_signal(rng: np.random.Generator, n: int, fs: int, recordings: list[np.ndarray] | None) -> np.ndarray:
+def _source_signal(rng: np.random.Generator, n: int, fs: int,
+                   recordings: list[np.ndarray] | None) -> np.ndarray:
     """A real recording track (probability 0.7 when there are recordings), else a synthetic kind."""
     if recordings and rng.random() < REAL_SOURCE_PROB:
         return recording_track(rng, recordings, n, fs)
@@ -271,7 +274,9 @@ class Scene:
 def _rotation(rng: np.random.Generator) -> np.ndarray:
     """Random head pose: any yaw, pitch and roll within ±20°."""
     yaw, pitch, roll = rng.uniform(-np.pi, np.pi), *rng.uniform(-0.35, 0.35, size=2)
-    cz, sz, cy, sy, cx, sx = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    cz, sz = np.cos(yaw), np.sin(yaw)
+    cy, sy = np.cos(pitch), np.sin(pitch)
+    cx, sx = np.cos(roll), np.sin(roll)
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
@@ -325,8 +330,8 @@ def random_scene(rng: np.random.Generator, seconds: float, recordings: list[np.n
         sources.append(Source(signal=x, positions=positions))
     background = []
     if rng.random() < BACKGROUND_PROB:  # far, static, quiet: diffuse-ish and partly coherent
-        background = [Source(pink_noise(rng, n, fs), _inside(_point_near(rng, head, BACKGROUND_DISTANCE)[None],
-                                                             head, room_dim))
+        background = [Source(pink_noise(rng, n, fs),
+                             _inside(_point_near(rng, head, BACKGROUND_DISTANCE)[None], head, room_dim))
                       for _ in range(int(rng.integers(BACKGROUND_SOURCES[0], BACKGROUND_SOURCES[1] + 1)))]
     return Scene(room_dim=room_dim, absorption=float(absorption), max_order=int(min(order, MAX_IMAGE_ORDER)),
                  mic_positions=mics, sources=sources, background=background,
@@ -377,7 +382,8 @@ def render_scene(scene: Scene, fs: int = SAMPLE_RATE) -> np.ndarray:
     room.compute_rir()
     column, rendered = 0, []
     for s in everything:
-        rirs = [[np.asarray(room.rir[m][column + k]) for m in range(NUM_MICS)] for k in range(len(s.positions))]
+        rirs = [[np.asarray(room.rir[m][column + k]) for m in range(NUM_MICS)]
+                for k in range(len(s.positions))]
         column += len(s.positions)
         rendered.append(_render_source(s, rirs, n, fs))
     out = sum(rendered[:len(scene.sources)])
@@ -398,7 +404,8 @@ def active_rms(x: np.ndarray, fs: int = SAMPLE_RATE) -> float:
     return float(np.sqrt(np.mean(power[power >= power.max() * 1e-4])))
 
 
-def add_microphone_artefacts(rng: np.random.Generator, pressure: np.ndarray, fs: int = SAMPLE_RATE) -> np.ndarray:
+def add_microphone_artefacts(rng: np.random.Generator, pressure: np.ndarray,
+                             fs: int = SAMPLE_RATE) -> np.ndarray:
     """Scale to counts and add DC offset, slow drift and noise floor per channel; int32 output."""
     n = len(pressure)
     acoustic = pressure / (np.std(pressure) + 1e-12) * rng.uniform(*ACOUSTIC_STD_RANGE)
@@ -427,7 +434,8 @@ def simulate_clip(seed: int, seconds: float, recordings: list[np.ndarray] | None
 class SimulatedAudioDataset(torch.utils.data.Dataset):
     """Clips generated on the fly (seed = base_seed + index), returned as int32 tensors (7, frames)."""
 
-    def __init__(self, count: int, seconds: float, base_seed: int = 0, recordings: list[np.ndarray] | None = None):
+    def __init__(self, count: int, seconds: float, base_seed: int = 0,
+                 recordings: list[np.ndarray] | None = None):
         self.count, self.seconds, self.base_seed, self.recordings = count, seconds, base_seed, recordings
 
     def __len__(self) -> int:
@@ -465,7 +473,8 @@ def _folder_settings(seconds: float, sources: str | Path | None, split: str | No
                      include: str = "") -> dict:
     """What a folder's clips depend on besides the seed; the recordings by file name and size."""
     files = split_files(sources, split, include) if sources is not None else []
-    fingerprint = hashlib.sha256("".join(f"{p.name}:{p.stat().st_size}\n" for p in files).encode()).hexdigest()
+    listing = "".join(f"{p.name}:{p.stat().st_size}\n" for p in files)
+    fingerprint = hashlib.sha256(listing.encode()).hexdigest()
     return {"generator": GENERATOR_VERSION, "seconds": float(seconds),
             "sources": str(Path(sources).resolve()) if sources is not None else None, "split": split,
             "recordings": fingerprint[:16] if files else None, **({"include": include} if include else {})}
@@ -478,9 +487,11 @@ def _check_folder(out: Path, settings: dict) -> None:
         old = json.loads(record.read_text())
         changed = [f"{k} {old.get(k)!r}, now {v!r}" for k, v in settings.items() if old.get(k) != v]
         if changed:
-            raise ValueError(f"{out} holds clips made with other settings ({'; '.join(changed)}); use another --out")
+            raise ValueError(f"{out} holds clips made with other settings ({'; '.join(changed)}); "
+                             "use another --out")
     elif any(out.glob("sim_*.wav")):
-        raise ValueError(f"{out} holds clips made with other settings (no {SETTINGS_FILE}); use another --out")
+        raise ValueError(f"{out} holds clips made with other settings (no {SETTINGS_FILE}); "
+                         "use another --out")
 
 
 def write_folder(out: Path, count: int, seconds: float, base_seed: int = 0, sources: str | Path | None = None,

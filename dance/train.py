@@ -169,7 +169,8 @@ def resolve_model_config(spec) -> dict:
     """The ``model`` key: a zoo name or model-config path, an inline config, or
     ``{heuristic: {dims, channels, target_ratio | lmbda, mac_budget}, kind, preprocess}``."""
     if spec is None:
-        raise ConfigError("model: missing (a zoo name such as aria-image, a model config, or a heuristic target)")
+        raise ConfigError("model: missing (a zoo name such as aria-image, a model config, "
+                          "or a heuristic target)")
     if isinstance(spec, str):
         try:
             return zoo.load_config(spec)
@@ -454,7 +455,8 @@ class Trainer:
                                  num_workers=int(config["num_workers"]), drop_last=False,
                                  pin_memory=device.type == "cuda")
         self.batches_per_epoch = max(1, math.ceil(len(self.sampler) / int(config["batch_size"])))
-        self.total_steps = int(config["epochs"] * self.batches_per_epoch) if config["epochs"] else int(config["steps"])
+        self.total_steps = (int(config["epochs"] * self.batches_per_epoch) if config["epochs"]
+                            else int(config["steps"]))
 
         try:
             self.model = build_model(self.model_config).to(device)
@@ -658,7 +660,8 @@ class Trainer:
             n = len(x)
             totals["rate"] += float(terms["rate"]) * n
             totals["mse"] += float(terms["mse"]) * n
-            totals["quality_db"] += quality_db(self.kind, x.float().cpu(), out["x_hat"].float().cpu(), self.pre) * n
+            quality = quality_db(self.kind, x.float().cpu(), out["x_hat"].float().cpu(), self.pre)
+            totals["quality_db"] += quality * n
             count += n
         metrics = {k: v / count for k, v in totals.items()}
         metrics["loss"] = metrics["rate"] + self.lmbda * metrics["mse"]
@@ -686,7 +689,8 @@ class Trainer:
         limit = cfg["time_limit_minutes"]
         quality_name = "psnr_db" if self.kind == "image" else "snr_db"
         val_metrics = None
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.model_config.get('name', self.kind)}",
+        bar = tqdm(total=self.total_steps, initial=self.step,
+                   desc=f"train {self.model_config.get('name', self.kind)}",
                    unit="step", disable=not self.d.main, dynamic_ncols=True)
         stopped_early = False
         while self.step < self.total_steps and not stopped_early:
@@ -704,9 +708,10 @@ class Trainer:
                     ratio = RAW_BITS[self.kind] / max(metrics["rate"], 1e-12)
                     bar.set_postfix(loss=f"{metrics['loss']:.4g}", bpe=f"{metrics['rate']:.4f}",
                                     coded=f"{metrics.get('coded_rate', float('nan')):.4f}",
-                                    ratio=f"{ratio:.0f}", mse=f"{metrics['mse']:.3g}", lmbda=f"{self.lmbda:.3g}")
-                    log.writerow([self.step, "train", metrics["loss"], metrics["rate"], metrics["mse"], ratio, "",
-                                  self.lmbda, self._lr(), metrics["aux_loss"], f"{elapsed:.1f}",
+                                    ratio=f"{ratio:.0f}", mse=f"{metrics['mse']:.3g}",
+                                    lmbda=f"{self.lmbda:.3g}")
+                    log.writerow([self.step, "train", metrics["loss"], metrics["rate"], metrics["mse"],
+                                  ratio, "", self.lmbda, self._lr(), metrics["aux_loss"], f"{elapsed:.1f}",
                                   metrics.get("coded_rate", "")])
                     for k in ("loss", "rate", "mse", "aux_loss", "coded_rate"):
                         if k in metrics:
@@ -717,9 +722,9 @@ class Trainer:
                 if self.d.main and (self.step % int(cfg["val_every"]) == 0 or last):
                     val_metrics = self.validate()
                     if val_metrics:
-                        log.writerow([self.step, "val", val_metrics["loss"], val_metrics["rate"], val_metrics["mse"],
-                                      val_metrics["ratio"], val_metrics["quality_db"], self.lmbda, self._lr(), "",
-                                      f"{elapsed:.1f}"])
+                        log.writerow([self.step, "val", val_metrics["loss"], val_metrics["rate"],
+                                      val_metrics["mse"], val_metrics["ratio"], val_metrics["quality_db"],
+                                      self.lmbda, self._lr(), "", f"{elapsed:.1f}"])
                         for k, v in val_metrics.items():
                             writer.add_scalar(f"val/{quality_name if k == 'quality_db' else k}", v, self.step)
                         bar.write(f"step {self.step}: val rate {val_metrics['rate']:.4f} bits/element "
@@ -738,13 +743,14 @@ class Trainer:
         summary = {"steps": self.step, "lmbda": self.lmbda, "seconds": round(time.monotonic() - start, 1),
                    "stopped_early": stopped_early}
         if val_metrics:
-            summary.update({f"val_{quality_name if k == 'quality_db' else k}": v for k, v in val_metrics.items()})
+            summary.update({f"val_{quality_name if k == 'quality_db' else k}": v
+                            for k, v in val_metrics.items()})
         if self.d.main:
             self.model.update(force=True)
             model_config = {**self.model_config, "lmbda": self.lmbda if self.levels == 1
                             else list(self.lmbda_range)}
-            digest = zoo.save_checkpoint(cfg["final"], self.model, model_config,
-                                         extra={"train": yaml.safe_dump(cfg, sort_keys=False), "summary": summary})
+            extra = {"train": yaml.safe_dump(cfg, sort_keys=False), "summary": summary}
+            digest = zoo.save_checkpoint(cfg["final"], self.model, model_config, extra=extra)
             summary["hash"] = digest
             (self.out / "summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
             print(f"wrote {cfg['final']} (hash {digest[:12]}); steps {self.step}, lmbda {self.lmbda:.4g}")

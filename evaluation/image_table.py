@@ -5,10 +5,11 @@ Frame by frame, each codec's container bytes are the budget RR+JPEG and RR+WebP 
 with --avif) must meet (baselines/image.py: scale and quality searched for the best PSNR, never
 over budget). Per method: encoder parameters and conv MACs per pixel (as `dance inspect`),
 encoding megapixels per second on one thread (a learned codec's compress, rate search included;
-a baseline's one encode at the scale and quality its search found), compression ratio (total raw H·W·3 bytes / total container bytes), mean PSNR and MS-SSIM over the
-full frame, and with --clip the label retention of CLIP zero-shot predictions, decoded frame vs
-original (Wilson 95% interval; the paper keeps frames whose original max logit is >= 18:
---min-logit 18), or with --classifier that of a pretrained torchvision ImageNet classifier:
+a baseline's one encode at the scale and quality its search found), compression ratio (total
+raw H·W·3 bytes / total container bytes), mean PSNR and MS-SSIM over the full frame, and with
+--clip the label retention of CLIP zero-shot predictions, decoded frame vs original (Wilson 95%
+interval; the paper keeps frames whose original max logit is >= 18: --min-logit 18), or with
+--classifier that of a pretrained torchvision ImageNet classifier:
 top-1 agreement, original top-1 within the decoded top-5, mean KL(original || decoded) of the
 class distributions (--min-confidence P keeps frames whose original top-1 probability is >= P).
 Frames a baseline cannot fit (budget below its smallest encoding) are left out of that baseline's

@@ -180,9 +180,10 @@ class AriaLiveSource(Source):
     """Stream live from Aria glasses: the same camera-rgb and mic packets `aria_vrs` replays.
 
     Connects through projectaria-client-sdk to the glasses on USB (or at `ip`), starts
-    streaming `profile` over `interface` and subscribes; with start_streaming false it only subscribes to a stream started with
-    `aria streaming start`. Stops with one line naming the node when the glasses cannot be
-    reached, the SDK reports a failure, or nothing arrives for idle_timeout_s."""
+    streaming `profile` over `interface` and subscribes; with start_streaming false it only
+    subscribes to a stream started with `aria streaming start`. Stops with one line naming the
+    node when the glasses cannot be reached, the SDK reports a failure, or nothing arrives for
+    idle_timeout_s."""
 
     image = Output("image", f"camera-rgb ({RGB_STREAM}) frames, H×W×3 uint8, stream 'camera-rgb'")
     audio = Output("audio", f"mic ({MIC_STREAM}) blocks, frames×{MIC_CHANNELS} int32 at "

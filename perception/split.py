@@ -6,16 +6,21 @@ on the server, and the tensor between them is what a feature codec sends.
     for cut in cut_points(classifier.model): cut.name, cut.shape, cut.head_macs
 
 The cut uses torch.fx (as torchvision's own feature extraction does), tracing blocks two names
-deep as one node (features.7, layer1.0): a node is a valid cut when everything after it depends on the input only through it,
-so no skip connection crosses the cut (inside a residual block it would); `split_model`
-refuses the others with the valid names near it. MACs come from torch's FLOP counter.
+deep as one node (features.7, layer1.0): a node is a valid cut when everything after it depends
+on the input only through it, so no skip connection crosses the cut (inside a residual block it
+would); `split_model` refuses the others with the valid names near it. MACs come from torch's
+FLOP counter.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import fx, nn
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class SplitError(ValueError):
@@ -152,7 +157,7 @@ def photos(folder, split: str) -> list:
                   and split_of(p.name) == split)
 
 
-def load_rgb(path) -> "np.ndarray":
+def load_rgb(path) -> np.ndarray:
     import numpy as np
     from PIL import Image
     with Image.open(path) as image:

@@ -122,6 +122,7 @@ def add_tap(graph: graphs.Graph, target: str, watch: Watch) -> str:
     if spec is None or not port:
         raise graphs.GraphError([f"error: {graph.path}: no node '{node}' (nodes: "
                                  f"{', '.join(graph.nodes)}); give NODE.PORT"])
+    assert spec.cls is not None             # a loaded graph has every type resolved
     if port not in spec.cls.outputs:
         raise graphs.GraphError([f"error: {graph.path}: node '{node}' ({spec.type}) has no output "
                                  f"'{port}' (outputs: {', '.join(spec.cls.outputs) or 'none'})"])

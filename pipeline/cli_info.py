@@ -35,7 +35,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise InfoError(f"{path}: no such file")
         kind = file_kind(path)
-        describe = _READERS.get(kind)
+        describe = _READERS.get(kind) if kind is not None else None
         if describe is None:
             raise InfoError(f"{path}: not a .dnc, .rec, .vrs or checkpoint file (unknown "
                             "first bytes)")

@@ -28,7 +28,7 @@ def _mark_files(parser: argparse.ArgumentParser, shtab) -> None:
             for child in action.choices.values():
                 _mark_files(child, shtab)
         elif action.dest in FILE_ARGS and action.choices is None:
-            action.complete = shtab.FILE
+            action.complete = shtab.FILE  # type: ignore[attr-defined]  # shtab reads it
 
 
 def cmd_completion(args: argparse.Namespace) -> int:

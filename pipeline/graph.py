@@ -5,11 +5,12 @@ user fixes a graph in one pass. The format is documented in docs/graphs.md.
 """
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from . import yamlfile
 from .messages import brief, clip, did_you_mean
@@ -75,7 +76,7 @@ class NodeSpec:
     group: str
     params: dict[str, Any]
     line: int
-    cls: type[Node] | None = None
+    cls: builtins.type[Node] | None = None     # builtins: the field `type` hides the name
     param_lines: dict[str, int] = field(default_factory=dict)
     key_lines: dict[str, int] = field(default_factory=dict)
 
@@ -133,7 +134,7 @@ class _Errors(list):
         self.append(f"{self.path}:{line}: {where}{message}")
 
 
-def load(path: str | Path, overrides: list[str] = ()) -> Graph:
+def load(path: str | Path, overrides: Sequence[str] = ()) -> Graph:
     """Parse and validate a graph file; raises GraphError listing every mistake.
 
     Relative file paths in the file (path parameters, `curve_keys:`) are made absolute against
@@ -150,6 +151,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Graph:
         _validate(graph, errors)
     if errors:
         raise GraphError(errors)
+    assert graph is not None            # _parse returns None only after adding an error
     return graph
 
 
@@ -166,7 +168,7 @@ def _parse(doc: Any, path: str, errors: _Errors) -> Graph | None:
             errors.add(doc.key_line(key), f"unknown top-level key {brief(key)}"
                                           f"{did_you_mean(key, TOP_LEVEL)}")
     defaults = _parse_defaults(doc, errors)
-    groups = _parse_groups(doc.get("groups") or {}, errors)
+    groups = _parse_groups(doc.get("groups") or yamlfile.LineDict(), errors)
     nodes: dict[str, NodeSpec] = {}
     raw_nodes = doc.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
@@ -243,7 +245,7 @@ def _keys(keys) -> str:
 
 
 def _parse_groups(raw: Any, errors: _Errors) -> dict[str, GroupSpec]:
-    if not isinstance(raw, dict):
+    if not isinstance(raw, yamlfile.LineDict):
         errors.add(getattr(raw, "line", 0), "'groups:' must map group names to settings")
         return {}
     groups = {}
@@ -307,7 +309,7 @@ def _address_problem(value: Any, replicas: int, bind: bool) -> str | None:
 
 
 def _parse_node(item: Any, line: int, errors: _Errors) -> NodeSpec | None:
-    if not isinstance(item, dict):
+    if not isinstance(item, yamlfile.LineDict):
         errors.add(line, "each node is a mapping with name, type, params, group")
         return None
     name = item.get("name")
@@ -363,10 +365,11 @@ def _parse_edge(item: Any, line: int, defaults: dict, errors: _Errors) -> EdgeSp
         size = 1
     if policy == "latest":
         size = 1
-    return EdgeSpec(*match.groups(), policy=policy, size=size, line=line)
+    src, src_port, dst, dst_port = match.groups()
+    return EdgeSpec(src, src_port, dst, dst_port, policy=policy, size=size, line=line)
 
 
-def _apply_overrides(graph: Graph, overrides: list[str], errors: _Errors) -> None:
+def _apply_overrides(graph: Graph, overrides: Sequence[str], errors: _Errors) -> None:
     for text in overrides:
         target, sep, value = text.partition("=")
         node_name, dot, param = target.partition(".")
@@ -411,6 +414,7 @@ def _validate(graph: Graph, errors: _Errors) -> None:
 def _check_params(spec: NodeSpec, folder: Path, errors: _Errors) -> bool:
     """Check each parameter against its declaration and make path parameters absolute; True
     when all of them are usable."""
+    assert spec.cls is not None             # _validate resolved the type
     declared, before = spec.cls.params, len(errors)
     for key, value in spec.params.items():
         line = spec.param_lines.get(key, spec.line)
@@ -439,6 +443,7 @@ def _check_params(spec: NodeSpec, folder: Path, errors: _Errors) -> bool:
 def _check_node(graph: Graph, spec: NodeSpec, errors: _Errors) -> None:
     """Run the node type's own `check` on its parameters and wiring; any exception it raises
     is reported as one line too (a plugin's check must not crash validate)."""
+    assert spec.cls is not None             # _validate resolved the type
     params = {key: spec.params[key] if key in spec.params else param.default
               for key, param in spec.cls.params.items()}
     wiring = Wiring()
@@ -467,7 +472,7 @@ def _check_node(graph: Graph, spec: NodeSpec, errors: _Errors) -> None:
 
 
 def _check_edge(graph: Graph, edge: EdgeSpec, errors: _Errors) -> None:
-    ends = []
+    ends: list[str] = []
     for node_name, port, direction in ((edge.src, edge.src_port, "outputs"),
                                        (edge.dst, edge.dst_port, "inputs")):
         spec = graph.nodes.get(node_name)

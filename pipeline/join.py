@@ -19,9 +19,12 @@ run report shows.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .packet import Packet
+
+if TYPE_CHECKING:               # a type only: node.py imports this module
+    from .node import Node
 
 BY = ("timestamp", "seq")
 
@@ -45,7 +48,7 @@ class Join:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def check(self, cls: type) -> None:
+    def check(self, cls: type[Node]) -> None:
         """Raise TypeError when the declaration does not fit the node class `cls`."""
         for port in self.ports:
             if port not in cls.inputs:
@@ -86,7 +89,7 @@ class Matcher:
     def push(self, port: str, packet: Packet) -> tuple[Packet, ...] | None:
         """Add a packet; returns the matched packets in port order once all ports have one."""
         key = self.key(packet)
-        chosen = {port: None}
+        chosen: dict[str, int | None] = {port: None}
         for other in self.ports:
             if other != port:
                 best = self._closest(other, key)

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
 
 import zmq
 
@@ -103,7 +104,7 @@ def run_group(graph: Graph, group: str, *, replica: int = 0,
     launcher."""
     endpoints = resolve_endpoints(graph, endpoints)
     worker = graph.groups[group].worker(replica)
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context = zmq.Context.instance()
     push = None
     if stats_to:
         push = ctx.socket(zmq.PUSH)
@@ -163,7 +164,7 @@ def run_graph(graph: Graph, overrides: list[str], *, duration: float | None = No
             replicas = f" --replica K (K = 0..{group.replicas - 1})" if group.replicas > 1 else ""
             print(f"note: group '{name}' runs on host '{group.host}': start it there with "
                   f"`dance run {graph.path} --group {name}{replicas}`", file=sys.stderr)
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context = zmq.Context.instance()
     pull = ctx.socket(zmq.PULL)
     pull.linger = 0
     pull.maxmsgsize = STATUS_MAX_BYTES
@@ -279,7 +280,7 @@ def _exit_text(code: int) -> str:
         return f"was killed by signal {-code}"
 
 
-def error_lines(snapshots: list[dict], extra: list[str] = ()) -> list[str]:
+def error_lines(snapshots: list[dict], extra: Sequence[str] = ()) -> list[str]:
     """What went wrong, one line each: every node failure and `extra` (workers that died);
     only when there are none, the links that never connected (after a failure those are its
     consequence: the failed group stopped)."""

@@ -128,6 +128,7 @@ class LinkSender:
         if eos:
             self.send_to_all(wire.end_of_stream())
         else:
+            assert packet is not None, "deliver: a packet or the end of the edge"
             self.send(wire.encode(packet))
 
     # -- sending (the node's thread) ----------------------------------------------------------
@@ -423,6 +424,7 @@ class GroupLinks:
         self.senders: list[LinkSender] = []
         self._routes: dict[str, list] = {}  # edge -> [put, close, EOS still due]
         if self.incoming:
+            assert self.ctx is not None
             if graph.curve_keys:
                 self.curve = CurveServer(self.ctx, graph.curve_keys)
             bind = (graph.groups[group].binds() or endpoints[group])[replica]
@@ -438,6 +440,7 @@ class GroupLinks:
     def sender(self, edge) -> LinkSender:
         """A new sender for outgoing `edge`, with the edge's queue size and policy."""
         dst_group = self.graph.nodes[edge.dst].group
+        assert self.ctx is not None, "sender() is only called for this group's outgoing edges"
         sender = LinkSender(self.ctx, self.endpoints[dst_group], hwm=edge.size, route=edge.key,
                             block=edge.policy == "block", stop=self.stop,
                             curve_keys=self.graph.curve_keys, peer=f"group '{dst_group}'")

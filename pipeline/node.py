@@ -93,7 +93,7 @@ class Param:
 
     def coerce(self, value: Any) -> Any:
         """Return `value` as this parameter's type, or raise ParamError saying why not."""
-        kind = self.type
+        kind: Any = self.type   # Any: isinstance(value, kind) would narrow value to object
         if value is None and self.default is None:
             return None
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -216,10 +216,10 @@ class Node:
                     raise TypeError(f"{cls.__name__}: input '{port}' cannot be both batched "
                                     f"and joined")
                 cls._join_of[port] = join.name
-        for name, port in cls.inputs.items():
-            if isinstance(port.batch, str) and port.batch not in cls.params:
+        for name, declared in cls.inputs.items():
+            if isinstance(declared.batch, str) and declared.batch not in cls.params:
                 raise TypeError(f"{cls.__name__}: input '{name}' takes its batch size from "
-                                f"parameter '{port.batch}', which the class does not declare")
+                                f"parameter '{declared.batch}', which the class does not declare")
             if name not in cls._join_of and not callable(getattr(cls, f"on_{name}", None)):
                 raise TypeError(f"{cls.__name__}: input '{name}' needs a method on_{name}(packet)")
 

@@ -235,12 +235,14 @@ class RecordReader:
         end = offset + _RECORD_HEADER.size + body_len
         if body_len == 0 or body_len > MAX_RECORD_BYTES or header[-1] not in (KIND_PACKET,
                                                                              KIND_INDEX):
-            return self._damaged(file, offset, "bad record header")
+            self._damaged(file, offset, "bad record header")     # raises unless a torn tail
+            return None
         if end > self.size:
             return None
         blob = memoryview(file.read(body_len - 1))
         if zlib.crc32(blob, zlib.crc32(header[-1:])) != crc:
-            return self._damaged(file, offset, "CRC mismatch", end)
+            self._damaged(file, offset, "CRC mismatch", end)
+            return None
         return header[-1], blob, end
 
     def _damaged(self, file, offset: int, why: str, end: int | None = None) -> None:
@@ -250,7 +252,6 @@ class RecordReader:
             if chunk.count(0) != len(chunk):
                 raise RecordError(f"{self.path}: corrupt record at byte {offset} ({why}) "
                                   f"followed by more data")
-        return None
 
     def _check_trailer(self, file, index_offset: int, end: int) -> bool:
         """True for the trailer of a clean close; False for one cut short (a crash during

@@ -7,6 +7,7 @@ outputs. Edges to other groups go through `links.GroupLinks` (sockets, batching,
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -117,7 +118,7 @@ class Inbox:
     def take_queued(self, port: str, limit: int) -> list[tuple[Packet, float]]:
         """Up to `limit` packets already queued for input `port`, oldest first, without waiting
         (for batched inputs), as (packet, enqueue time)."""
-        taken = []
+        taken: list[tuple[Packet, float]] = []
         with self.cond:
             queues = [q for q, e in zip(self.queues, self.edges) if e.dst_port == port]
             while len(taken) < limit and (ready := [q for q in queues if q]):
@@ -163,6 +164,7 @@ class GroupRunner:
     # -- wiring -------------------------------------------------------------------------------
     def _routes(self, spec: NodeSpec) -> dict[str, list[Callable[[Packet, bool], None]]]:
         """For each output port of `spec`, the functions that deliver a packet (or its EOS)."""
+        assert spec.cls is not None             # a validated graph has every type resolved
         routes: dict[str, list] = {port: [] for port in spec.cls.outputs}
         for edge in self.graph.edges:
             if edge.src != spec.name:
@@ -180,10 +182,12 @@ class GroupRunner:
             if eos:
                 inbox.close(index)
             else:
+                assert packet is not None, "deliver: a packet or the end of the edge"
                 inbox.put(index, packet, self.hard_stop)
         return deliver
 
     def _remote_route(self, spec: NodeSpec, edge: EdgeSpec):
+        assert self.links is not None           # made by _wire, before any route
         sender = self.links.sender(edge)
         self._senders.append(sender)
         self.stats[spec.name].senders.append(sender)
@@ -195,8 +199,8 @@ class GroupRunner:
         for edge in self.links.incoming:
             inbox = self.inboxes[edge.dst]
             index = inbox.add_edge(edge)
-            self.links.receive(edge, lambda p, i=inbox, n=index: i.put(n, p, self.hard_stop),
-                               lambda i=inbox, n=index: i.close(n))
+            self.links.receive(edge, functools.partial(inbox.put, index, hard_stop=self.hard_stop),
+                               functools.partial(inbox.close, index))
         self.receiver = self.links.receiver
 
     # -- running ------------------------------------------------------------------------------
@@ -204,6 +208,7 @@ class GroupRunner:
         """Run to completion; returns 0, or 1 when a node failed (see `self.error`)."""
         nodes = self.nodes
         for spec in self.specs:
+            assert spec.cls is not None         # a validated graph has every type resolved
             try:
                 nodes[spec.name] = spec.cls(name=spec.name, **spec.params)
             except Exception as exc:  # bad params were validated; this is the node's own code
@@ -270,6 +275,7 @@ class GroupRunner:
             if self.error:
                 return
             if is_source(spec):
+                assert isinstance(node, Source)
                 self._run_source(node, stats, emit)
             else:
                 self._run_handlers(spec, node, stats)

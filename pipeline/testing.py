@@ -97,8 +97,8 @@ class NodeHarness:
         finally:
             self.node.teardown()
 
-    def _collect(self, port: str, packet: Packet) -> None:
-        if port not in self.node.outputs:
+    def _collect(self, port: str | None, packet: Packet) -> None:
+        if port is None or port not in self.node.outputs:   # None: a bare packet, many outputs
             raise KeyError(f"node '{self.node.name}' has no output '{port}'")
         if self.check:
             check_packet(self.node, port, packet)

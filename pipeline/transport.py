@@ -73,7 +73,10 @@ def _load_pair(keys_dir: str, name: str) -> tuple[bytes, bytes]:
     if not path.exists():
         raise FileNotFoundError(f"curve_keys: {path} is missing (create keys with "
                                 f"`dance keys {keys_dir}`)")
-    return zmq.auth.load_certificate(str(path))
+    public, secret = zmq.auth.load_certificate(str(path))
+    if secret is None:      # zmq raises ValueError itself for a file with no public key
+        raise ValueError(f"curve_keys: {path} holds no secret key")
+    return public, secret
 
 
 class CurveServer:

@@ -10,11 +10,11 @@ import functools
 import json
 import math
 import struct
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .packet import Packet
+from .packet import Packet, Payload
 
 MAGIC = b"DW"
 VERSION = 1
@@ -51,7 +51,9 @@ class WireError(ValueError):
 
 def encode(packet: Packet, eos: bool = False) -> list:
     """Frames for `packet`: [header, buffer]. The buffer is the array itself (no copy)."""
-    payload, dims, dtype_code, meta = packet.payload, (), 0, packet.meta
+    payload, dims, meta = packet.payload, (), packet.meta
+    dtype_code: int | None = 0
+    body: np.ndarray | bytes | bytearray | memoryview
     if isinstance(payload, np.ndarray):
         kind, dtype = KIND_ARRAY, payload.dtype
         dtype_code = _DTYPE_CODE.get(dtype)  # native little-endian: the common, fast case
@@ -142,6 +144,7 @@ def decode(frames: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Packet
     if not isinstance(meta, dict):
         raise WireError(f"metadata is a JSON {type(meta).__name__}, not an object")
     meta = dict(meta)       # a copy: the parsed value is cached
+    payload: Payload
     if kind == KIND_ARRAY:
         dtype = _NP_DTYPES[dtype_code]
         count = math.prod(dims)  # Python ints: exact, no wrap-around
@@ -186,7 +189,9 @@ class Decoder:
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
         self.max_bytes = max_bytes
-        self._size, self._end, self._head, self._tail, self._fields = 0, 0, b"", b"", None
+        self._size, self._end, self._head, self._tail = 0, 0, b"", b""
+        # stream, meta, payload from the frame's view, eos: of the last fully decoded packet
+        self._fields: tuple[str, dict, Callable[[memoryview], Any], bool] | None = None
 
     def decode(self, frames: Sequence) -> tuple[Packet, bool]:
         if self._fields is not None and len(frames) == 1:
@@ -267,7 +272,7 @@ def _byte_view(frame) -> memoryview:
 
 def to_bytes(frames: Sequence) -> bytes:
     """Frames packed into one length-prefixed blob (for files: the record format)."""
-    parts = [struct.pack("<H", len(frames))]
+    parts: list[bytes | memoryview] = [struct.pack("<H", len(frames))]
     for frame in frames:
         view = memoryview(frame).cast("B")
         parts += [struct.pack("<Q", view.nbytes), view]

@@ -68,7 +68,8 @@ def test_vignetting_darkens_and_blacks_out_like_the_fisheye(mask_path):
 def test_bad_settings_are_one_line_errors(tmp_path, mask_path):
     for settings, key in (({"downscale": [4, 2]}, "downscale"), ({"jpeg_quality": [50, 120]}, "jpeg_quality"),
                           ({"reduction": 3}, "reduction"), ({"bogus": 1}, "unknown"),
-                          ({"vignette": 0.5}, "mask"), ({"vignette": 0.5, "mask": str(tmp_path / "no.png")}, "no.png")):
+                          ({"vignette": 0.5}, "mask"),
+                          ({"vignette": 0.5, "mask": str(tmp_path / "no.png")}, "no.png")):
         with pytest.raises(AugmentError, match=key):
             AriaLikePhotos([_photo()], 128, settings)
     Image.fromarray(_photo()).save(tmp_path / "a.png")

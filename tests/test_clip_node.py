@@ -6,7 +6,6 @@ import json
 import threading
 import warnings
 
-import numpy as np
 import pytest
 
 from nodes.clip import ClipZeroShot

@@ -93,11 +93,12 @@ def test_hyperprior_family_codes_two_strings_at_every_level(tmp_path):
 def test_hyperprior_stride_and_kernel_are_configurable(tmp_path):
     # one stride-2 3x3 conv in h_a: half the default stride, fewer device-side parameters
     default = build_model(TINY_HYPER)
-    small = build_model({**TINY_HYPER, "hyper": {"channels": 8, "stride": 2, "kernel": 3}})
+    small_config = {**TINY_HYPER, "hyper": {"channels": 8, "stride": 2, "kernel": 3}}
+    small = build_model(small_config)
     assert small.stride * 2 == default.stride
     assert sum(p.numel() for p in small.h_a.parameters()) < sum(p.numel() for p in default.h_a.parameters())
     assert small.string_shapes((small.stride * 3, small.stride * 2))[1][1:] == (3, 2)
-    codec = load_codec(tiny_checkpoint(tmp_path / "h2.pt", {**TINY_HYPER, "hyper": {"channels": 8, "stride": 2, "kernel": 3}}))
+    codec = load_codec(tiny_checkpoint(tmp_path / "h2.pt", small_config))
     pixels = sample_image(70, 90)
     assert codec.decompress(codec.compress(pixels)).shape == pixels.shape
     for stride in (1, 3, 6):

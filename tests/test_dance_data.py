@@ -65,10 +65,11 @@ def test_split_by_recording_never_shares_a_file(tmp_path):
     files = []
     for i in range(10):
         path = tmp_path / f"clip{i}.wav"
-        sf.write(path, (np.arange(4800 * 7).reshape(4800, 7) * (i + 1)).astype(np.int32), 48000, subtype="PCM_32")
+        samples = (np.arange(4800 * 7).reshape(4800, 7) * (i + 1)).astype(np.int32)
+        sf.write(path, samples, 48000, subtype="PCM_32")
         files.append(path)
-    splits = data.build_datasets({"sources": [str(tmp_path)], "segment_seconds": 0.025, "val_fraction": 0.2}, "audio",
-                                 seed=3)
+    splits = data.build_datasets({"sources": [str(tmp_path)], "segment_seconds": 0.025, "val_fraction": 0.2},
+                                 "audio", seed=3)
     train_files = {s.path for part in splits.train.datasets for s in part.index}
     val_files = {s.path for part in splits.val.datasets for s in part.index}
     assert len(val_files) == 2 and len(train_files) == 8 and not train_files & val_files
@@ -137,14 +138,16 @@ def test_inter_mic_delays_match_the_aria_geometry():
     mics = head + simulate.ARIA_MIC_POSITIONS
     source = np.array([4.5, 1.0, 1.2])
     scene = simulate.Scene(room_dim=np.array([6.0, 5.0, 3.0]), absorption=1.0, max_order=0,
-                           mic_positions=mics, sources=[simulate.Source(rng.standard_normal(24000), source[None])])
+                           mic_positions=mics,
+                           sources=[simulate.Source(rng.standard_normal(24000), source[None])])
     y = simulate.render_scene(scene)
     distance = np.linalg.norm(mics - source, axis=1)
     expected = (distance - distance[0]) / SPEED_OF_SOUND * simulate.SAMPLE_RATE
     measured = np.array([_delay(y[:, m], y[:, 0]) for m in range(7)])
     np.testing.assert_allclose(measured, expected, atol=0.3)
     # the array spans ~0.17 m: no pair can be more than ~24 samples apart
-    span = max(np.linalg.norm(p - q) for p in simulate.ARIA_MIC_POSITIONS for q in simulate.ARIA_MIC_POSITIONS)
+    span = max(np.linalg.norm(p - q) for p in simulate.ARIA_MIC_POSITIONS
+               for q in simulate.ARIA_MIC_POSITIONS)
     assert np.abs(measured).max() <= span / SPEED_OF_SOUND * simulate.SAMPLE_RATE + 0.5
 
 
@@ -159,8 +162,8 @@ def test_moving_source_delay_follows_its_path():
     axis /= np.linalg.norm(axis)
     path = head + np.outer(np.linspace(-2.0, 2.0, hops), axis) + 0.8 * np.cross(axis, [0, 0, 1])
     rng = np.random.default_rng(2)
-    scene = simulate.Scene(room_dim=np.array([6.0, 6.0, 3.0]), absorption=1.0, max_order=0, mic_positions=mics,
-                           sources=[simulate.Source(rng.standard_normal(n), path)])
+    scene = simulate.Scene(room_dim=np.array([6.0, 6.0, 3.0]), absorption=1.0, max_order=0,
+                           mic_positions=mics, sources=[simulate.Source(rng.standard_normal(n), path)])
     y = simulate.render_scene(scene)
     quarter = n // 4
     early = _delay(y[:quarter, 5], y[:quarter, 0])

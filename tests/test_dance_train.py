@@ -102,8 +102,10 @@ def _image_folder(path):
 
 def test_bad_config_and_data_give_one_line_errors(tmp_path):
     unknown = dance("train", "--config", TINY, "--set", "bogus=1")
-    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].startswith("error: --set bogus")
-    missing = dance("train", "--config", TINY, "--set", f"out={tmp_path}", "--set", f"data.sources=[{tmp_path}/none.vrs]")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines()[-1].startswith("error: --set bogus")
+    missing = dance("train", "--config", TINY, "--set", f"out={tmp_path}",
+                    "--set", f"data.sources=[{tmp_path}/none.vrs]")
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1] == f"error: {tmp_path}/none.vrs: no such file or folder"
     no_resume = dance("train", "--config", TINY, "--set", f"out={tmp_path / 'fresh'}",

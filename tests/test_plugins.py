@@ -22,7 +22,7 @@ from pipeline.node import Input, Node, Output, Source
 from pipeline.packet import Packet, audio_packet, image_packet
 from pipeline.testing import NodeHarness, PortContractError, feed, run_source
 from tests.conftest import ROOT
-from tests.test_examples import NODE_FILE, PLUGIN, TUTORIAL, _block_after
+from tests.test_examples import PLUGIN, TUTORIAL, _block_after
 
 
 def install_fake(site: Path, dist: str, version: str, entry_points: dict[str, str]) -> None:

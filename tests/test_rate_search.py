@@ -200,7 +200,10 @@ def test_estimated_bytes_targets_never_exceed_the_budget():
     for sizes in ladders(rng, 3000):
         levels = len(sizes)
         error = rng.integers(-12, 13, levels)        # estimates off by up to 12 bytes
-        estimate = lambda k: sizes[k] + int(error[k])
+
+        def estimate(k):
+            return sizes[k] + int(error[k])
+
         coded: set[int] = set()
 
         def size(k):

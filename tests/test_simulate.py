@@ -22,7 +22,8 @@ from .conftest import ROOT, SHARED
 AUDIO = SHARED / "data" / "train" / "audio"
 FS = simulate.SAMPLE_RATE
 needs_audio = pytest.mark.skipif(not AUDIO.is_dir(),
-                                 reason=f"training recordings not found at {AUDIO} (needs ../shared beside the repo)")
+                                 reason=f"training recordings not found at {AUDIO} "
+                                        "(needs ../shared beside the repo)")
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +51,8 @@ def test_split_by_file_name_is_disjoint_covers_every_file_and_holds_out_about_15
     assert sorted(train + held) == every
     assert 0.1 < len(held) / len(every) < 0.2
     # the split is a hash of the name alone: these must never change sides
-    assert [simulate.split_of(n) for n in ("alsa_001.flac", "alsa_002.flac", "alsa_005.flac", "pyannote_001.flac")] \
-        == ["train", "heldout", "heldout", "train"]
+    names = ("alsa_001.flac", "alsa_002.flac", "alsa_005.flac", "pyannote_001.flac")
+    assert [simulate.split_of(n) for n in names] == ["train", "heldout", "heldout", "train"]
     assert {simulate.split_of(p.name) for p in held} == {"heldout"}
 
 
@@ -146,13 +147,15 @@ def test_background_is_as_far_below_the_sources_active_level_as_drawn():
 
 
 @needs_audio
-def test_real_source_clips_are_deterministic_7_channel_int32_and_agree_with_the_geometry(heldout, monkeypatch):
+def test_real_source_clips_are_deterministic_7_channel_int32_and_agree_with_the_geometry(heldout,
+                                                                                          monkeypatch):
     monkeypatch.setattr(simulate, "REAL_SOURCE_PROB", 1.0)  # every source a real recording
     a = simulate.simulate_clip(11, 0.5, heldout)
     assert a.dtype == np.int32 and a.shape == (FS // 2, 7)
     assert np.array_equal(a, simulate.simulate_clip(11, 0.5, heldout))
     assert not np.array_equal(a, simulate.simulate_clip(11, 0.5))  # synthetic sources differ
-    max_lag = np.linalg.norm(simulate.ARIA_MIC_POSITIONS[0] - simulate.ARIA_MIC_POSITIONS[5]) / SPEED_OF_SOUND * FS
+    spacing = np.linalg.norm(simulate.ARIA_MIC_POSITIONS[0] - simulate.ARIA_MIC_POSITIONS[5])
+    max_lag = spacing / SPEED_OF_SOUND * FS
     for seed in (11, 12, 13):
         clip = simulate.simulate_clip(seed, 0.5, heldout).astype(np.float64)
         sound = signal.sosfiltfilt(signal.butter(4, 100, "highpass", fs=FS, output="sos"), clip, axis=0)
@@ -165,7 +168,8 @@ def test_real_source_clips_are_deterministic_7_channel_int32_and_agree_with_the_
 @needs_audio
 def test_cli_caches_clips_adds_only_missing_ones_and_refuses_other_settings(tmp_path, heldout, capsys):
     out = tmp_path / "sim"
-    args = ["--out", str(out), "--seconds", "0.5", "--seed", "3", "--sources", str(AUDIO), "--split", "heldout"]
+    args = ["--out", str(out), "--seconds", "0.5", "--seed", "3", "--sources", str(AUDIO),
+            "--split", "heldout"]
     assert simulate.main([*args, "--count", "1"]) == 0
     first = (out / "sim_000003.wav").stat()
     assert simulate.main([*args, "--count", "3", "--workers", "2"]) == 0
@@ -175,12 +179,14 @@ def test_cli_caches_clips_adds_only_missing_ones_and_refuses_other_settings(tmp_
     audio, rate = sf.read(out / "sim_000005.wav", dtype="int32")
     assert rate == FS and np.array_equal(audio, simulate.simulate_clip(5, 0.5, heldout))  # same in a worker
     settings = json.loads((out / "simulation.json").read_text())
-    assert settings["seconds"] == 0.5 and settings["split"] == "heldout" and settings["sources"] == str(AUDIO.resolve())
+    assert settings["seconds"] == 0.5 and settings["split"] == "heldout"
+    assert settings["sources"] == str(AUDIO.resolve())
     capsys.readouterr()
     assert simulate.main([*args[:2], "--seconds", "1", "--seed", "3", "--sources", str(AUDIO), "--split",
                           "heldout", "--count", "4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {out} holds clips made with other settings (seconds 0.5")
+    assert len(err) == 1
+    assert err[0].startswith(f"error: {out} holds clips made with other settings (seconds 0.5")
     assert err[0].endswith("; use another --out") and not (out / "sim_000006.wav").exists()
 
 
