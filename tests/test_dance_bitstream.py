@@ -35,7 +35,7 @@ def test_entropy_coder_round_trip_is_exact(image_ckpt):
     payload = prior.code(y, 0)
     decoded = prior.decode(payload, (16, 5, 7), 0)
     symbols, _ = prior.symbols(y, 0)
-    assert torch.equal(decoded, prior._dequantize(torch.from_numpy(symbols).reshape(16, 5, 7), 0))
+    assert torch.equal(decoded, prior.dequantize(torch.from_numpy(symbols).reshape(16, 5, 7), 0))
     assert prior.code(decoded, 0) == payload
     # values far outside a table's support are clamped to its ends, never an error
     far = prior.decode(prior.code(torch.full((16, 2, 2), 1000.0), 0), (16, 2, 2), 0)

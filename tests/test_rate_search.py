@@ -61,7 +61,7 @@ def test_run_coder_is_bit_identical_to_the_per_symbol_coder(trained, tmp_path):
             offsets = prior.tables.offset.numpy()[level * y.shape[0]:][:y.shape[0]]
             clipped = torch.from_numpy(np.clip(expected.numpy(), offsets[:, None],
                                                (offsets + top)[:, None]))
-            assert torch.equal(prior._dequantize(clipped, level), symbols)
+            assert torch.equal(prior.dequantize(clipped, level), symbols)
 
 
 def test_unsorted_rows_code_as_their_stable_sort():

@@ -128,7 +128,7 @@ class ScaleHyperprior(CodecModel):
         if cached is None or not torch.equal(cached[0], z):
             # the z string and the scales do not depend on the level: once per item
             symbols, rows = self.z_prior.symbols(z, 0)
-            z_hat = self.z_prior._dequantize(torch.from_numpy(symbols).reshape(z.shape), 0)
+            z_hat = self.z_prior.dequantize(torch.from_numpy(symbols).reshape(z.shape), 0)
             cached = self._hyper_cache = (z.clone(), self.z_prior.coder.encode(symbols, rows),
                                           self._scales(z_hat))
         _, z_string, scales = cached

@@ -188,7 +188,7 @@ class WaveletLatentCodec(FactorizedPriorModel):
             y_hat = self.entropy_bottleneck.decode(string[1:], shape, level)
         else:
             symbols = untile_latent(_read_image(string[1:], latent_tile_size(shape)), shape)
-            y_hat = self.entropy_bottleneck._dequantize(torch.from_numpy(symbols), level)
+            y_hat = self.entropy_bottleneck.dequantize(torch.from_numpy(symbols), level)
         with torch.inference_mode():
             return self.synthesize(y_hat.unsqueeze(0))
 
