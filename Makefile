@@ -24,7 +24,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test,perception]'
+	$(PY) -m pip install -q -e '.[test,perception,scale]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

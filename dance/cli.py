@@ -89,6 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     p.set_defaults(func=cmd_train)
 
+    from .dataset import register as register_dataset
+    register_dataset(subparsers)
+
     from evaluation import register as register_eval
     p = subparsers.add_parser("eval", help="codecs against baselines on your data (the "
                               "paper's tables)")
