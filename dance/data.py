@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -296,6 +297,22 @@ class Segment:
     start: int  # first frame (sample) of the segment in the recording
 
 
+def _segment(audio: np.ndarray, frames: int) -> torch.Tensor:
+    """(frames, channels) audio as a (channels, frames) tensor, a short one edge-padded."""
+    if len(audio) < frames:
+        audio = np.pad(audio, ((0, frames - len(audio)), (0, 0)), mode="edge")
+    return torch.from_numpy(np.ascontiguousarray(audio.T))
+
+
+def read_vrs_span(provider, path: Path, per_record: int, start: int, frames: int) -> np.ndarray:
+    """Audio frames [start, start+frames) of the mic stream, reading only the records they span."""
+    first = start // per_record
+    count = math.ceil((start + frames) / per_record) - first
+    audio = read_vrs_audio(provider, path, first, count)
+    offset = start - first * per_record
+    return audio[offset: offset + frames]
+
+
 class _AudioSegments(_Cropping):
     """Fixed-length segments of multichannel recordings, as int32 (channels, frames) crops.
 
@@ -336,10 +353,8 @@ class _AudioSegments(_Cropping):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         seg = self.index[i]
-        audio = self._read(seg.path, seg.start, self.segment_frames)
-        if len(audio) < self.segment_frames:
-            audio = np.pad(audio, ((0, self.segment_frames - len(audio)), (0, 0)), mode="edge")
-        return self._finish(torch.from_numpy(np.ascontiguousarray(audio.T)))
+        return self._finish(_segment(self._read(seg.path, seg.start, self.segment_frames),
+                                     self.segment_frames))
 
     def _length(self, path: Path) -> int:
         raise NotImplementedError
@@ -373,11 +388,7 @@ class VrsAudio(_AudioSegments):
 
     def _read(self, path: Path, start: int, frames: int) -> np.ndarray:
         _, per_record = self._layout(path)
-        first = start // per_record
-        count = math.ceil((start + frames) / per_record) - first
-        audio = read_vrs_audio(self.reader.provider(path), path, first, count)
-        offset = start - first * per_record
-        return audio[offset: offset + frames]
+        return read_vrs_span(self.reader.provider(path), path, per_record, start, frames)
 
 
 class AudioFiles(_AudioSegments):
@@ -413,6 +424,248 @@ class AudioFiles(_AudioSegments):
         return audio
 
 
+# ----------------------------------------------------------------------------- from a dataset index
+
+class OpenRecordings:
+    """VRS providers by path, at most `limit` of them open: the least recently used one is
+    dropped (which closes its file) before another opens. Workers start with none open."""
+
+    def __init__(self, limit: int):
+        self.limit, self.opens = limit, 0
+        self._open: OrderedDict[Path, object] = OrderedDict()
+
+    def get(self, path: Path) -> tuple[object, bool]:
+        """The provider of `path`, and whether it was opened just now."""
+        if path in self._open:
+            self._open.move_to_end(path)
+            return self._open[path], False
+        while len(self._open) >= self.limit:
+            self._open.popitem(last=False)
+        self._open[path] = open_vrs(path)
+        self.opens += 1
+        return self._open[path], True
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __getstate__(self):
+        return {"limit": self.limit, "opens": 0, "_open": OrderedDict()}
+
+
+class IndexItems(_Cropping):
+    """Items numbered through the recordings of a dataset index (dance/dataset.py): item i is
+    (recording, position) found from the index's counts, so no file is opened to count them,
+    and at most `max_open` recordings are open at once (dance.train.RecordingGroupSampler
+    orders the items so that each is opened about once per epoch). Only for a recording the
+    index counts damaged records in are they looked up (from the check `open_vrs` ran anyway);
+    an item that falls on one is replaced by the next intact item of that recording, so the
+    counts stay those of the index."""
+
+    stream = ""
+
+    def __init__(self, rows: Sequence, counts: Sequence[int], records: Sequence[int],
+                 crop: int | None, train: bool, transform: Transform | None, max_open: int):
+        super().__init__(crop, train, transform)
+        self.paths = [Path(r.path) for r in rows]
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+        self._records = np.asarray(records, dtype=np.int64)
+        self._damaged = np.asarray([r.damaged_records for r in rows], dtype=np.int64)
+        self.max_open = max_open
+        self.recordings = OpenRecordings(max_open)
+        self._noted: set[int] = set()
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(recording, position in it) of item i."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"item {i} of {len(self)}")
+        r = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return r, i - int(self.starts[r])
+
+    def _open(self, r: int):
+        """The recording's provider; on opening, its record count must still be the index's."""
+        path = self.paths[r]
+        provider, fresh = self.recordings.get(path)
+        if fresh:
+            found = provider.get_num_data(_stream(provider, path, self.stream))
+            if found != self._records[r]:
+                raise DataError(f"{path}: {found} records in stream {self.stream}, the index says "
+                                f"{self._records[r]}: the file changed since it was indexed (run "
+                                "`dance dataset index` again)")
+        return provider
+
+    def _intact(self, r: int, position: int) -> int:
+        """`position`, or if it falls on a damaged record the next intact one (cyclically)."""
+        if not self._damaged[r]:
+            return position
+        bad = damaged_records(self.paths[r], self.stream)
+        count = int(self.counts[r])
+        for step in range(count):
+            candidate = (position + step) % count
+            if not self._touches(r, candidate, bad):
+                if step and r not in self._noted:
+                    self._noted.add(r)
+                    print(f"note: {self.paths[r]}: items on damaged records of {self.stream} are "
+                          "replaced by the next intact ones", file=sys.stderr)
+                return candidate
+        raise DataError(f"{self.paths[r]}: every item of stream {self.stream} falls on a damaged "
+                        "record")
+
+    def _touches(self, r: int, position: int, bad: Sequence[int]) -> bool:
+        raise NotImplementedError
+
+
+class IndexFrames(IndexItems):
+    """The RGB frames of an index's recordings, as uint8 (3, H, W) crops."""
+
+    stream = RGB_STREAM
+
+    def __init__(self, rows: Sequence, crop: int | None, train: bool,
+                 transform: Transform | None = None, max_open: int = 4):
+        rows = [r for r in rows if r.rgb_frames]
+        frames = [r.rgb_frames for r in rows]
+        super().__init__(rows, frames, frames, crop, train, transform, max_open)
+
+    def _touches(self, r: int, position: int, bad: Sequence[int]) -> bool:
+        return position in bad
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        r, k = self.locate(i)
+        provider = self._open(r)
+        pixels = read_vrs_frame(provider, self.paths[r], self._intact(r, k))
+        return self._finish(torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))))
+
+
+class IndexAudio(IndexItems):
+    """Fixed-length segments of the mic stream of an index's recordings, as int32 (7, frames)
+    crops; a recording shorter than one segment is padded or skipped (`short`, as VrsAudio)."""
+
+    stream = MIC_STREAM
+
+    def __init__(self, rows: Sequence, segment_frames: int, crop: int | None, train: bool,
+                 transform: Transform | None = None, short: str = "pad", max_open: int = 4):
+        if short not in ("pad", "skip"):
+            raise DataError(f"data.short must be 'pad' or 'skip', got {short!r}")
+        if segment_frames <= 0:
+            raise DataError(f"data.segment_seconds gives {segment_frames} frames; must be positive")
+        kept, counts = [], []
+        self.short_recordings = 0
+        for row in rows:
+            if not row.audio_records:
+                continue
+            count = row.audio_frames // segment_frames
+            if count == 0:
+                self.short_recordings += 1
+                if short == "skip":
+                    continue
+                count = 1
+            kept.append(row)
+            counts.append(count)
+        self.segment_frames = segment_frames
+        self._per_record = np.asarray([r.audio_frames // r.audio_records for r in kept], np.int64)
+        super().__init__(kept, counts, [r.audio_records for r in kept], crop, train, transform,
+                         max_open)
+
+    def _records_of(self, r: int, position: int) -> range:
+        per_record = int(self._per_record[r])
+        start = position * self.segment_frames
+        return range(start // per_record, math.ceil((start + self.segment_frames) / per_record))
+
+    def _touches(self, r: int, position: int, bad: Sequence[int]) -> bool:
+        span = self._records_of(r, position)
+        return any(b in span for b in bad)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        r, k = self.locate(i)
+        provider = self._open(r)
+        start = self._intact(r, k) * self.segment_frames
+        audio = read_vrs_span(provider, self.paths[r], int(self._per_record[r]), start,
+                              self.segment_frames)
+        return self._finish(_segment(audio, self.segment_frames))
+
+
+INDEX_KEYS = ("index", "index_split", "val_split", "open_recordings")
+SOURCE_KEYS = ("sources", "extra_train", "val_sources", "val_fraction", "simulated", "aria_like")
+
+
+def build_index_datasets(data: dict, modality: str, channels: int | None = None,
+                         transform: Transform | None = None) -> Splits:
+    """Train/validation datasets from the recordings of a dataset index: ``data.index`` (a
+    path, relative to the working directory like ``sources``), ``index_split`` (train) and
+    ``val_split`` (val; null: no validation), ``open_recordings`` (4: recordings open at once
+    and shuffled together), with ``crop``, ``val_crop``, ``segment_seconds``, ``short``."""
+    from .dataset import SPLITS as INDEX_SPLITS
+    from .dataset import load_index
+
+    given = [k for k in SOURCE_KEYS if data.get(k) not in (None, [])]
+    if given:
+        raise DataError(f"data.index and data.{given[0]}: one or the other (the index lists the "
+                        "recordings and their split)")
+    index = data["index"]
+    if not isinstance(index, str) or not index:
+        raise DataError("data.index: the path of a dataset index (`dance dataset index DIR -o "
+                        f"INDEX.parquet`), got {type(index).__name__} {index!r}")
+    train_split, val_split = data.get("index_split", "train"), data.get("val_split", "val")
+    if train_split not in INDEX_SPLITS:
+        raise DataError(f"data.index_split: one of {', '.join(INDEX_SPLITS)}, got {train_split!r}")
+    if val_split is not None and val_split not in INDEX_SPLITS:
+        raise DataError(f"data.val_split: one of {', '.join(INDEX_SPLITS)} or null, got "
+                        f"{val_split!r}")
+    if val_split == train_split:
+        raise DataError(f"data.val_split: {val_split} is data.index_split too: validation would "
+                        "see the training recordings")
+    max_open = data.get("open_recordings", 4)
+    if not isinstance(max_open, int) or isinstance(max_open, bool) or max_open < 1:
+        raise DataError(f"data.open_recordings: an integer >= 1, got {max_open!r}")
+    if modality not in ("image", "audio"):
+        raise DataError(f"modality must be 'image' or 'audio', got {modality!r}")
+    path = resolve_source(index)
+    try:
+        rows = load_index(path)
+    except DataError as e:
+        raise DataError(f"data.index: {e}") from None
+    if modality == "audio" and channels is not None:
+        other = next((r for r in rows if r.audio_records and r.audio_channels != channels), None)
+        if other is not None:
+            raise DataError(f"data.index: {other.path}: {other.audio_channels} audio channels, the "
+                            f"model takes {channels}")
+    crop = int(data["crop"]) if data.get("crop") else None
+    val_crop = int(data["val_crop"]) if data.get("val_crop") else crop
+    segment_frames = int(round(float(data.get("segment_seconds", 6.0)) * AUDIO_RATE))
+    unit = "RGB frames" if modality == "image" else "audio segments"
+
+    def make(split: str, train: bool) -> IndexItems:
+        chosen = [r for r in rows if r.split == split]
+        if modality == "image":
+            return IndexFrames(chosen, crop if train else val_crop, train, transform, max_open)
+        return IndexAudio(chosen, segment_frames, crop if train else val_crop, train, transform,
+                          data.get("short", "pad"), max_open)
+
+    train_set = make(train_split, True)
+    if not len(train_set):
+        raise DataError(f"data.index: {path}: no {unit} in the {train_split} split "
+                        f"({sum(r.split == train_split for r in rows)} readable recordings)")
+    val_set: IndexItems | None = make(val_split, False) if val_split else None
+    def recordings(items: IndexItems, split: str) -> str:
+        return f"{len(items.paths)} {split} recording{'s' * (len(items.paths) != 1)}"
+
+    notes = [f"{path}: {recordings(train_set, train_split)}, {len(train_set):,} {unit}"]
+    if val_set is not None and len(val_set):
+        notes[0] += f"; {recordings(val_set, val_split)} for validation"
+    elif val_split:
+        notes.append(f"{path}: no {unit} in the {val_split} split: no validation")
+        val_set = None
+    short = sum(getattr(s, "short_recordings", 0) for s in (train_set, val_set) if s is not None)
+    if short:
+        done = "skipped" if data.get("short") == "skip" else "padded with their edge values"
+        notes.append(f"{short} recording(s) shorter than one {segment_frames / AUDIO_RATE:.3f} s "
+                     f"segment: {done}")
+    return Splits(train_set, val_set, notes)
+
+
 # ----------------------------------------------------------------------------- from the config
 
 @dataclass
@@ -431,7 +684,13 @@ def build_datasets(data: dict, modality: str, seed: int = 0, channels: int | Non
     ``crop`` (pixels or samples; ``val_crop`` for validation), ``segment_seconds`` and ``short``
     (audio), ``simulated`` (audio: {count, seconds, seed, val_count}), ``aria_like`` (images:
     training photos become Aria-like crops, `dance.augment`; VRS frames are used as they are).
+    Or ``index`` (a dataset index, with its own split: `build_index_datasets`) instead of sources.
     """
+    if data.get("index") is not None:
+        return build_index_datasets(data, modality, channels, transform)
+    stray = next((k for k in INDEX_KEYS[1:] if k in data), None)
+    if stray:
+        raise DataError(f"data.{stray}: only with data.index (the dataset index to read)")
     crop = int(data["crop"]) if data.get("crop") else None
     val_crop = int(data["val_crop"]) if data.get("val_crop") else crop
     train_crop = crop

@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import zoo
-from .data import DataError, build_datasets
+from .data import DataError, IndexItems, build_datasets
 from .heuristics import size_model
 from .models import build_model, geometric
 from .preprocess import build_preprocessor
@@ -325,6 +326,42 @@ class _ResumableSampler(torch.utils.data.Sampler):
         return len(self.inner) - self.skip
 
 
+class RecordingGroupSampler(torch.utils.data.Sampler):
+    """An epoch order of an index dataset's items (dance.data.IndexItems) that mixes recordings
+    while only `group` of them are read at a time: per epoch (seeded by seed and epoch) the
+    recordings are shuffled and taken `group` at a time, the items of a group shuffled together
+    and the groups concatenated. Rank r of w takes every w-th item, every rank the same number
+    (the tail is dropped), so the ranks read the same group at the same time. It holds only
+    integers, and can start mid-epoch like _ResumableSampler."""
+
+    def __init__(self, counts: Sequence[int], group: int, d: Dist, seed: int):
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.starts = np.cumsum(self.counts) - self.counts
+        self.group, self.d, self.seed = group, d, seed
+        self.per_rank = int(self.counts.sum()) // d.world
+        self.epoch = self.skip = 0
+
+    def set_position(self, epoch: int, skip: int) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Every item of the epoch, before sharding."""
+        rng = np.random.default_rng([self.seed % 2**63, epoch])
+        recordings = rng.permutation(len(self.counts))
+        groups = [recordings[i:i + self.group] for i in range(0, len(recordings), self.group)]
+        return np.concatenate([rng.permutation(np.concatenate(
+            [np.arange(self.starts[r], self.starts[r] + self.counts[r]) for r in group]))
+            for group in groups])
+
+    def __iter__(self):
+        mine = self.order(self.epoch)[self.d.rank::self.d.world][:self.per_rank][self.skip:]
+        self.skip = 0
+        return map(int, mine)
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+
 def rate_distortion(out: dict, x: torch.Tensor, lmbda: float, distortion: str = "mse",
                     pre=None, gain_weight: float = 1.0,
                     direction_weight: float = 0.0) -> dict[str, torch.Tensor]:
@@ -450,7 +487,10 @@ class Trainer:
             for note in splits.notes:
                 print(f"note: {note}", file=sys.stderr)
         self.train_set, self.val_set = splits.train, splits.val
-        self.sampler = _ResumableSampler(self.train_set, d, int(config["seed"]))
+        self.sampler: RecordingGroupSampler | _ResumableSampler = (
+            RecordingGroupSampler(self.train_set.counts, self.train_set.max_open, d, int(config["seed"]))
+            if isinstance(self.train_set, IndexItems)
+            else _ResumableSampler(self.train_set, d, int(config["seed"])))
         self.loader = DataLoader(self.train_set, batch_size=int(config["batch_size"]), sampler=self.sampler,
                                  num_workers=int(config["num_workers"]), drop_last=False,
                                  pin_memory=device.type == "cuda")
@@ -567,17 +607,23 @@ class Trainer:
     def _lr(self) -> float:
         return float(self.config["lr"]) * self._lr_factor()
 
-    def _train_step(self, x: torch.Tensor) -> dict[str, float]:
+    def gradients(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Forward and backward of one batch (lined up, on the device): the loss terms; the
+        network's gradients (under DDP averaged over the ranks) are left in its parameters."""
         self.model.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * self._lr_factor()
-        x = self._lined_up(x.to(self.device, non_blocking=True))
         self.optimizer.zero_grad(set_to_none=True)
         level, lmbda = self._draw_level()
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             out = self.net(x, level)
         terms = self._rate_distortion(out, x, lmbda)
         self.scaler.scale(terms["loss"]).backward()
+        return terms
+
+    def _train_step(self, x: torch.Tensor) -> dict[str, float]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * self._lr_factor()
+        x = self._lined_up(x.to(self.device, non_blocking=True))
+        terms = self.gradients(x)
         if self.config["clip_max_norm"]:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.config["clip_max_norm"]))
