@@ -129,10 +129,11 @@ def run_tasks(function: Callable[[dict], object], tasks: Sequence[Task], store: 
         else:
             for task in todo:
                 finished(task, *_call(function, task.args))
-    finally:
+    finally:   # also when the job stops early (a dead worker): what it did is on disk
         bar.close()
-    print(f"{len(todo) - len(failures)} tasks run, {done} reused, {len(failures)} failed "
-          f"(results: {store.folder})", file=sys.stderr)
+        ran = sum(results[t.key] is not None for t in todo)
+        print(f"{ran} tasks run, {done} reused, {len(failures)} failed (results: {store.folder})",
+              file=sys.stderr)
     if failures:
         raise BatchError(f"{len(failures)} of {len(tasks)} tasks failed; rerun to retry them. "
                          f"First: {failures[0]}")
@@ -140,9 +141,11 @@ def run_tasks(function: Callable[[dict], object], tasks: Sequence[Task], store: 
 
 
 def _call(function: Callable[[dict], object], args: dict) -> tuple[object, str | None]:
-    """(result, None) or (None, one-line reason): an exception in a task is its failure."""
+    """(result, None) or (None, one-line reason): an exception in a task is its failure, and so
+    is a result that is not JSON. The result comes back as JSON decodes it, so a fresh run and
+    a resumed one (which loads it from its file) merge the same values."""
     try:
-        return function(args), None
+        return json.loads(json.dumps(function(args), allow_nan=True)), None
     except Exception as exc:  # noqa: BLE001 - any task error is reported, never a traceback
         return None, " ".join(str(exc).split()) or type(exc).__name__
 
@@ -186,7 +189,8 @@ def _run_on_ray(function, todo: list[Task], address: str, finished) -> None:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise BatchError(f"--ray {address}: cannot join a Ray cluster "
-                         f"({' '.join(str(exc).split())[:200]})") from None
+                         f"({' '.join(str(exc).split())[:200]}); a cluster with token "
+                         "authentication needs RAY_AUTH_MODE=token and its token here") from None
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(_call)
         pending = {remote.remote(function, t.args): t for t in todo}

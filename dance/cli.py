@@ -24,14 +24,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "encode", help="compress images, audio or VRS recordings to .dnc",
         description="Compress each input to a .dnc container. Inputs: image files, WAV/FLAC "
                     "files, .vrs recordings (RGB frames for an image codec, the mics for an "
-                    "audio codec), folders, glob patterns (quote them), or - for stdin.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                    "audio codec), folders, glob patterns (quote them), or - for stdin; or the "
+                    "recordings of a dataset index (--index), one task per recording.")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="image (.png, .jpg, ...), audio (.wav, .flac), .vrs, folder, pattern or -")
     p.add_argument("-c", "--codec", required=True, metavar="CKPT",
                    help="checkpoint file or zoo name")
     p.add_argument("-o", "--output", required=True,
                    help="output .dnc file, - (stdout), or a folder: <stem>.dnc per input "
-                        "(<stem>-NNNNN.dnc per VRS frame or block); needed for several inputs")
+                        "(<stem>-NNNNN.dnc per VRS frame or block); needed for several inputs; "
+                        "with --index a folder: <id>/<stem>-NNNNN.dnc per recording")
     rate = p.add_argument_group("rate (give at most one; default: the codec's top level)")
     rate.add_argument("--ratio", metavar="N", help="aim at N:1 (raw bytes / .dnc bytes)")
     rate.add_argument("--bytes", metavar="B", help="at most B bytes per container")
@@ -52,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "same decoder reads it)")
     p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"),
                    help="who runs the encoder network (onnxruntime: CPU float32 only)")
+    _add_index_flags(p)
     p.set_defaults(func=_guard(cmd_encode))
 
     p = subparsers.add_parser("decode", help="decompress .dnc files to .png or .wav/.flac")
@@ -66,13 +69,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_guard(cmd_decode))
 
     p = subparsers.add_parser("extract", help="write the RGB frames (PNG) and mic audio (WAV) "
-                              "of a VRS recording")
-    p.add_argument("recording", metavar="REC.vrs")
-    p.add_argument("--images", metavar="DIR", help="write RGB frames as DIR/frame-NNNNN.png")
+                              "of a VRS recording (or of each recording of an --index)")
+    p.add_argument("recording", nargs="?", metavar="REC.vrs")
+    p.add_argument("--images", metavar="DIR", help="write RGB frames as DIR/frame-NNNNN.png "
+                   "(with --index: DIR/<id>/frame-NNNNN.png)")
     p.add_argument("--audio", metavar="OUT.wav",
-                   help="write the 7 mic channels as int32 48 kHz WAV (or 24-bit FLAC)")
+                   help="write the 7 mic channels as int32 48 kHz WAV (or 24-bit FLAC); with "
+                        "--index a folder: OUT/<id>.wav")
     p.add_argument("--frames", metavar="START:STOP",
                    help="only these RGB frames (python slice, e.g. 0:4)")
+    _add_index_flags(p)
     p.set_defaults(func=_guard(cmd_extract))
 
     p = subparsers.add_parser("export", help="write the encoder alone as TorchScript or ONNX")
@@ -98,17 +104,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_eval(p.add_subparsers(dest="kind", required=True, metavar="KIND"))
 
 
+def _add_index_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of a dataset-scale job: one task per recording of `dance dataset index`."""
+    job = p.add_argument_group("dataset-scale job (one task per recording; rerun to resume)")
+    job.add_argument("--index", metavar="INDEX.parquet",
+                     help="the recordings of this index (`dance dataset index`), instead of inputs")
+    job.add_argument("--split", metavar="S", help="only the recordings of split S (train, val, test)")
+    job.add_argument("--workers", metavar="N",
+                     help="processes on this machine (default: all cores; 1: in this process)")
+    job.add_argument("--ray", metavar="auto|ADDRESS", help="run the tasks on a Ray cluster")
+    job.add_argument("--state", metavar="DIR",
+                     help="where finished tasks are kept (default runs/jobs/<kind>-<fingerprint>)")
+
+
 def _guard(handler):
     """Turn the errors bad input can cause into one line on stderr and exit code 2."""
     def run(args: argparse.Namespace) -> int:
         # imported here: `dance run` / `validate` must not pay for torch at start-up
+        from .batch import BatchError
         from .bitstream import BitstreamError
         from .data import DataError
         from .preprocess import PreprocessError
         from .zoo import CheckpointError
         try:
             return handler(args)
-        except (CliError, BitstreamError, CheckpointError, DataError, PreprocessError) as exc:
+        except (CliError, BatchError, BitstreamError, CheckpointError, DataError,
+                PreprocessError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:

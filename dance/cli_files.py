@@ -55,8 +55,10 @@ class Item:
 def cmd_encode(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .cli_batch import encode_index, index_mode
     from .codec import load_codec
 
+    batch = index_mode(args, args.inputs, "INPUT")
     target = _target(args)
     if args.json == "-" and args.output == "-":
         raise CliError("-o - writes the containers to stdout: give --json a file name")
@@ -68,6 +70,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if target is not None and target.kbps is not None and codec.kind != "audio":
         raise CliError(f"--bitrate is for audio; codec '{codec.name}' encodes images: use "
                        "--ratio, --bytes or --level")
+    if batch:
+        return encode_index(args, codec, target)
     items, grouped = _encode_items(args, codec)
     folder = _output_folder(args.output, items, grouped)
     report = sys.stderr if "-" in (args.output, args.json) else sys.stdout
@@ -418,12 +422,16 @@ def _decoder(item: Item, container, args: argparse.Namespace, codecs: dict):
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from .cli_batch import extract_index, index_mode
     from .data import AUDIO_RATE, read_vrs_audio, read_vrs_frame, vrs_frame_count
 
+    batch = index_mode(args, [args.recording] if args.recording else [], "REC.vrs")
     if not (args.images or args.audio):
         raise CliError("nothing to extract: give --images DIR and/or --audio OUT.wav")
     if args.frames is not None and not args.images:
         raise CliError("--frames selects the frames --images writes; give --images DIR")
+    if batch:
+        return extract_index(args)
     path = Path(args.recording)
     reader = _open_recording(path)
     provider = reader.provider(path)
@@ -494,6 +502,14 @@ def _read_image(file, name: str, codec) -> np.ndarray:
 def _write(destination: str, array: np.ndarray, kind: str, sample_rate: int) -> int:
     """Write a decoded array to a file (format from its suffix) or to stdout ("-": PNG or
     WAV); returns the bytes written."""
+    data = _file_bytes(destination, array, kind, sample_rate)
+    _emit(destination, data)
+    return len(data)
+
+
+def _file_bytes(destination: str, array: np.ndarray, kind: str, sample_rate: int) -> bytes:
+    """The PNG (or other image format) or WAV/FLAC bytes of an array, format from the suffix
+    of `destination` ("-": PNG or WAV)."""
     suffix = Path(destination).suffix.lower() if destination != "-" else \
         (".png" if kind == "image" else ".wav")
     buffer = io.BytesIO()
@@ -516,9 +532,7 @@ def _write(destination: str, array: np.ndarray, kind: str, sample_rate: int) -> 
         except (sf.LibsndfileError, ValueError) as exc:  # e.g. a rate FLAC cannot hold
             raise CliError(f"{destination}: cannot write {array.shape[1]}-channel audio at "
                            f"{sample_rate or 48000} Hz as {suffix[1:].upper()} ({exc})") from None
-    data = buffer.getvalue()
-    _emit(destination, data)
-    return len(data)
+    return buffer.getvalue()
 
 
 def _emit(destination: str, data: bytes) -> None:

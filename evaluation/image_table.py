@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .batch_eval import add_index_arguments
 from .report import add_output_arguments, fmt, write_json
 
 BASELINES = (("RR+JPEG", "jpeg"), ("RR+WebP", "webp"))
@@ -44,8 +45,8 @@ def register(kinds: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[1])
     p.add_argument("--codec", action="append", required=True, metavar="CKPT",
                    help="image checkpoint file or zoo name (aria-image); repeat for several")
-    p.add_argument("--data", nargs="+", required=True, metavar="PATH",
-                   help="VRS recordings (RGB stream 214-1), image files or folders of images")
+    p.add_argument("--data", nargs="+", metavar="PATH", help="VRS recordings (RGB stream "
+                   "214-1), image files or folders of images (or --index)")
     p.add_argument("--max-frames", type=int, metavar="N", help="use the first N frames only")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--ratio", type=float, metavar="N", help="encode each frame at this "
@@ -78,7 +79,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
                    "(up to 16, each > 1), RR+JPEG/WebP/AVIF at its bytes, BD-rates; not with "
                    "--ratio/--bytes/--level/--clip; no --figure; --plot default here: "
                    "runs/eval_image_curve.png")
-
+    add_index_arguments(p, image=True)
     p.set_defaults(func=run)
 
 
@@ -112,11 +113,15 @@ class Method:
 
 def run(args: argparse.Namespace) -> int:
     from baselines.image import BaselineError
+    from dance.batch import BatchError
     from dance.bitstream import BitstreamError
     from dance.data import DataError
     from dance.targets import TargetError
     from dance.zoo import CheckpointError
     try:
+        from .batch_eval import check_source
+        check_source(args, {"--curve": args.curve, "--clip": args.clip,
+                            "--classifier": args.classifier})
         if getattr(args, "curve", None) is None:
             return _run(args)
         for option in ("classifier", "classifier_weights", "min_confidence"):
@@ -126,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         from .image_curve import run_curve
         return run_curve(args)
     except (EvalError, DataError, CheckpointError, BitstreamError, BaselineError,
-            TargetError) as exc:
+            TargetError, BatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -135,8 +140,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     check_classifier_arguments(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise EvalError(f"--max-frames {args.max_frames}: need at least 1")
@@ -153,12 +156,48 @@ def _run(args: argparse.Namespace) -> int:
     # first: missing weights are likely
     classifier = load_clip(args) if args.clip else \
         load_image_classifier(args) if args.classifier else None
+    if args.index:
+        from .batch_eval import index_image_frames
+        codecs = load_codecs(args.codec, args.device)
+        methods = build_methods(codecs, baselines)
+        count, figure = index_image_frames(args, codecs, methods, target, baselines)
+        originals: list = []
+    else:
+        frames = frame_list(args.data, args.max_frames)
+        if not 0 <= args.figure_frame < len(frames):
+            raise EvalError(f"--figure-frame {args.figure_frame}: there are {len(frames)} frames")
+        codecs = load_codecs(args.codec, args.device)
+        methods = build_methods(codecs, baselines)
+        count = len(frames)
+        originals, figure = _code_frames(args, frames, codecs, methods, target, baselines,
+                                         classifier)
+    if args.classifier:
+        figures = [classifier_figures(m, originals, args.min_confidence) for m in methods]
+        summaries = [m.summary(top1, {"top5_retention": top5.as_dict(), "mean_kl": kl})
+                     for m, (top1, top5, kl) in zip(methods, figures)]
+    else:
+        summaries = [m.summary(retention(m, originals, args.min_logit) if classifier else None)
+                     for m in methods]
+    from evaluation.image_plots import plot_figure, plot_quality
+
+    print_table(summaries, count, "clip" if args.clip else
+                "classifier" if args.classifier else None)
+    plot_quality(methods, summaries, args.plot)
+    plot_figure(*figure, args.figure, per_codec=1 + len(baselines))
+    print(f"plot: {args.plot}\nfigure: {args.figure}")
+    if args.report:
+        write_report(args, summaries, methods, classifier, time.monotonic() - started, count)
+        print(f"report: {args.report}")
+    return 0
+
+
+def _code_frames(args: argparse.Namespace, frames: list, codecs: list, methods: list[Method],
+                 target, baselines: tuple, classifier) -> tuple[list, tuple]:
+    """Every frame through every method in this process; (classifier predictions on the
+    originals, the --figure frame's (name, original, [(method, result)]))."""
+    from tqdm import tqdm
+
     kind = "CLIP" if args.clip else args.classifier
-    frames = frame_list(args.data, args.max_frames)
-    if not 0 <= args.figure_frame < len(frames):
-        raise EvalError(f"--figure-frame {args.figure_frame}: there are {len(frames)} frames")
-    codecs = load_codecs(args.codec, args.device)
-    methods = build_methods(codecs, baselines)
     originals: list = []  # classifier prediction on each original frame
     figure = None
     progress = tqdm(frames, unit="frame", desc="dance eval image", file=sys.stderr)
@@ -180,26 +219,7 @@ def _run(args: argparse.Namespace) -> int:
         if index == args.figure_frame:
             figure = (frame_name, original, list(zip(methods, results)))
     progress.close()
-
-    if args.classifier:
-        figures = [classifier_figures(m, originals, args.min_confidence) for m in methods]
-        summaries = [m.summary(top1, {"top5_retention": top5.as_dict(), "mean_kl": kl})
-                     for m, (top1, top5, kl) in zip(methods, figures)]
-    else:
-        summaries = [m.summary(retention(m, originals, args.min_logit) if classifier else None)
-                     for m in methods]
-    from evaluation.image_plots import plot_figure, plot_quality
-
-    print_table(summaries, len(frames), "clip" if args.clip else
-                "classifier" if args.classifier else None)
-    plot_quality(methods, summaries, args.plot)
-    plot_figure(*figure, args.figure, per_codec=1 + len(baselines))
-    print(f"plot: {args.plot}\nfigure: {args.figure}")
-    if args.report:
-        write_report(args, summaries, methods, classifier, time.monotonic() - started,
-                     len(frames))
-        print(f"report: {args.report}")
-    return 0
+    return originals, figure
 
 
 def build_methods(codecs: list[tuple[str, object]], baselines=BASELINES) -> list[Method]:
@@ -439,6 +459,7 @@ def write_report(args: argparse.Namespace, summaries: list[dict], methods: list[
     report = {
         "command": "dance eval image",
         "codecs": args.codec, "data": args.data, "frames": frames, "device": args.device,
+        **({"index": str(args.index), "split": args.split} if args.index else {}),
         "clip": classifier.description if classifier and args.clip else None,
         "min_logit": args.min_logit,
         "classifier": classifier.description if classifier and args.classifier else None,
