@@ -89,17 +89,48 @@ class Codec:
             if self.kind == "audio" else 0
         # images: a leading AvgPool runs in the preprocessor (integer sums); others: folded
         self.input_pool = model.input_pool if self.kind == "image" else 1
-        encoder = model.export_encoder(pooled=self.input_pool > 1)
         self.engine = engine
-        if engine == "onnxruntime":
+        self._network = model.export_encoder(pooled=self.input_pool > 1)
+        if engine == "torch":
+            self._network = self._network.eval().to(self.device, self.precision)
+        self.encoder = self._runner(self._network)
+        # families whose encoder work depends on the level: the runner of each level's part
+        # of `_network` (weights shared, built on first use), and of each distinct part
+        self._level_encoders: dict[int, object] = {}
+        self._part_runners: dict[int, tuple[torch.nn.Module, object]] = {}
+
+    def _runner(self, encoder: torch.nn.Module):
+        """What runs `encoder` on this codec's engine: the module itself (in place on the
+        device, channels-last for images) or an ONNX Runtime session of it."""
+        if self.engine == "onnxruntime":
             from .export import OnnxRuntimeEncoder
             side = 2 * self.stride // self.input_pool
-            example = torch.zeros(1, model.in_channels, *[side] * model.dims)
-            self.encoder = OnnxRuntimeEncoder(encoder, example, torch.get_num_threads())
-        else:
-            self.encoder = encoder.eval().to(self.device, self.precision)
-            if self.kind == "image":
-                self.encoder = self.encoder.to(memory_format=torch.channels_last)
+            example = torch.zeros(1, self.model.in_channels, *[side] * self.model.dims)
+            return OnnxRuntimeEncoder(encoder, example, torch.get_num_threads())
+        encoder = encoder.eval().to(self.device, self.precision)
+        return encoder.to(memory_format=torch.channels_last) if self.kind == "image" else encoder
+
+    def encoder_at(self, level: int | None):
+        """The encoder that coding at `level` runs (None: any level, as a rate search needs):
+        the whole one, or for a family with `encoder_depends_on_level` (slimmable ensembles:
+        the level picks how many members run) that level's part, built once and sharing the
+        whole one's weights, so switching levels per frame reloads and copies nothing."""
+        if level is None or not self.model.encoder_depends_on_level:
+            return self.encoder
+        runner = self._level_encoders.get(level)
+        if runner is None:
+            part = self.model.encoder_for_level(self._network, level)
+            if id(part) not in self._part_runners:
+                self._part_runners[id(part)] = (part, self._runner(part))
+            runner = self._level_encoders[level] = self._part_runners[id(part)][1]
+        return runner
+
+    def fixed_level(self, target: Target | None) -> int | None:
+        """The level a target names without a search (a level; no target: the top), when it
+        is one of this codec's; None for rate targets."""
+        target = target or Target()
+        level = self.levels - 1 if target.empty else target.level
+        return level if level is not None and 0 <= level < self.levels else None
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, device: str | torch.device = "cpu",
@@ -160,7 +191,7 @@ class Codec:
             x = pad_to_multiple(x.to(self.device, self.precision), self.stride // self.input_pool)
             if self.kind == "image":
                 x = x.contiguous(memory_format=torch.channels_last)
-            outputs = self.encoder(x)
+            outputs = self.encoder_at(self.fixed_level(target))(x)
             outputs = tuple(t.to(torch.float32) for t in
                             (outputs if isinstance(outputs, tuple) else (outputs,)))
         packed: dict[int, bytes] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import random
 from typing import Callable
 
 import torch
@@ -34,6 +35,8 @@ class CodecModel(nn.Module):
 
     family = ""          # set by register_model
     levels = 1
+    # True: coding at some levels needs only part of the encoder (`encoder_for_level`)
+    encoder_depends_on_level = False
     input_pool = 1
     dims: int
     in_channels: int
@@ -57,6 +60,13 @@ class CodecModel(nn.Module):
     def forward(self, x: torch.Tensor, level: float | None = None) -> dict:
         """{"x_hat": reconstruction, "likelihoods": {name: tensor}} at `level` (default: top)."""
         raise NotImplementedError
+
+    def training_levels(self, rng: random.Random) -> list[tuple[float, float]] | None:
+        """Several (level, λ position) pairs whose losses one batch averages, λ taken at the
+        position (a level in [0, levels - 1]) of the trainer's ladder: for families trained at
+        several operating points per step (the slimmable ensembles' sandwich rule). Default:
+        None, one continuous level drawn by the trainer (λ at that level)."""
+        return None
 
     def aux_loss(self) -> torch.Tensor:
         """Loss of auxiliary entropy parameters (CompressAI's quantiles), trained apart."""
@@ -85,6 +95,12 @@ class CodecModel(nn.Module):
         or tuple of tensors, which `code` turns into strings. Exported to ONNX/TorchScript."""
         raise NotImplementedError
 
+    def encoder_for_level(self, encoder: nn.Module, level: int) -> nn.Module:
+        """The part of `encoder` (an `export_encoder` result) that coding at `level` runs,
+        sharing its weights; its outputs go to `code(outputs, level)`. Only called where
+        `encoder_depends_on_level`; default: all of it."""
+        return encoder
+
     def code(self, outputs: tuple[torch.Tensor, ...], level: int) -> tuple[list[bytes],
                                                                            list[tuple[int, ...]]]:
         """Entropy-code the encoder outputs of one item (batch 1) at `level`: (strings, shapes).
@@ -106,8 +122,11 @@ class CodecModel(nn.Module):
     def compress(self, x: torch.Tensor, level: int) -> dict:
         """{"strings", "shapes"} of one item (1×C×spatial, a multiple of stride). Builds the
         frozen encoder per call: a Codec keeps one instead."""
+        encoder = self.export_encoder()
+        if self.encoder_depends_on_level:
+            encoder = self.encoder_for_level(encoder, self.check_level(level))
         with torch.inference_mode():
-            outputs = self.export_encoder()(x)
+            outputs = encoder(x)
         strings, shapes = self.code(outputs if isinstance(outputs, tuple) else (outputs,), level)
         return {"strings": strings, "shapes": shapes}
 

@@ -3,8 +3,9 @@ coded alone, per channel) and `GaussianPrior` (a latent coded given scales from 
 
 Variable rate is a quantisation step per level (QVRF, Tong et al. 2022): level k of K codes
 round(y / step_k) with steps geometric from `step_max` (level 0, fewest bytes) to `step_min`;
-training draws continuous levels in between, so one network serves every step. The steps are
-stored float32 values, never recomputed by a decoder.
+training draws continuous levels in between, so one network serves every step. A family may
+give its own ladder instead (`steps=`, largest first: the slimmable family's step per bit
+depth). The steps are stored float32 values, never recomputed by a decoder.
 """
 from __future__ import annotations
 
@@ -29,14 +30,32 @@ class _Levels:
     step_min: float
     step_max: float
     steps: torch.Tensor
+    explicit_steps: bool
 
-    def _init_levels(self, levels: int, step_min: float, step_max: float) -> None:
+    def _init_levels(self, levels: int, step_min: float, step_max: float,
+                     steps: list[float] | None = None) -> None:
+        self.explicit_steps = steps is not None
+        if steps is not None:
+            values = [float(s) for s in steps]
+            if not values or any(not b < a for a, b in zip(values, values[1:])) or values[-1] <= 0:
+                raise ValueError(f"steps must be positive and decreasing (level 0 = the largest), "
+                                 f"got {values}")
+            self.levels, self.step_min, self.step_max = len(values), values[-1], values[0]
+            self.steps = torch.tensor(values, dtype=torch.float32)
+            return
         self.levels, self.step_min, self.step_max = int(levels), float(step_min), float(step_max)
         self.steps = torch.tensor([self.step(k) for k in range(self.levels)], dtype=torch.float32)
 
     def step(self, level: float | None) -> float:
-        """Quantisation step at a (continuous) level; None: the top level."""
+        """Quantisation step at a (continuous) level; None: the top level. Explicit steps are
+        interpolated geometrically between the two levels around a continuous one."""
         level = self.levels - 1 if level is None else level
+        if self.explicit_steps:
+            level = min(max(float(level), 0.0), self.levels - 1.0)
+            low = int(level)
+            high = min(low + 1, self.levels - 1)
+            a, b = float(self.steps[low]), float(self.steps[high])
+            return a * (b / a) ** (level - low)
         return geometric(level, self.levels, self.step_max, self.step_min)
 
     def _stored_step(self, level: int) -> float:
@@ -45,7 +64,8 @@ class _Levels:
     def state(self, prefix: str = "") -> dict[str, torch.Tensor]:
         if self.coder is None:
             self.update()
-        steps = {f"{prefix}steps": self.steps.clone()} if self.levels > 1 else {}
+        steps = {f"{prefix}steps": self.steps.clone()} \
+            if self.levels > 1 or self.explicit_steps else {}
         return {**self.tables.to_dict(prefix),
                 f"{prefix}{self.constant}": self.stored_constant.clone(), **steps}
 
@@ -66,14 +86,15 @@ class _Levels:
 class FactorizedPrior(_Levels, VariableRateBottleneck):
     """A factorized density per channel (CompressAI's bottleneck), one CDF table per channel and
     level. Entropy state: quantized_cdf [levels·C, L], cdf_length, offset, medians [C] and, for
-    levels > 1, steps — with one level exactly the state of version-1 checkpoints."""
+    levels > 1 (or explicit `steps`), steps — with one level exactly the state of version-1
+    checkpoints."""
 
     constant = "medians"
 
     def __init__(self, channels: int, levels: int = 1, step_min: float = 1.0,
-                 step_max: float = 1.0):
+                 step_max: float = 1.0, steps: list[float] | None = None):
         VariableRateBottleneck.__init__(self, channels)
-        self._init_levels(levels, step_min, step_max)
+        self._init_levels(levels, step_min, step_max, steps)
         self.coder = None
 
     def forward(self, y: torch.Tensor, level: float | None = None, training: bool | None = None):

@@ -11,14 +11,17 @@ instead of per pixel and no 255^2 factor). Any family trains here: its `paramete
 what the optimizers get, its auxiliary parameters are trained on ``model.aux_loss()`` by a
 separate optimizer, as in CompressAI. A variable-rate model (``rate.levels`` > 1) draws a
 continuous level per batch, uniformly, with ``lmbda: [low, high]`` mapped geometrically onto the
-levels (QVRF's joint training). With ``rate_control.target_ratio`` (fixed-rate models) the
-trainer adapts lmbda during training so that the rate lands on raw_bits / target_ratio.
+levels (QVRF's joint training); a family may instead name several levels per batch, whose
+losses are averaged (`CodecModel.training_levels`: the slimmable family's sandwich rule). With
+``rate_control.target_ratio`` (fixed-rate models) the trainer adapts lmbda during training so
+that the rate lands on raw_bits / target_ratio.
 
 Runs on CPU, on CUDA with AMP, and on several GPUs under ``torchrun`` (DDP when WORLD_SIZE > 1).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import math
@@ -612,12 +615,34 @@ class Trainer:
         network's gradients (under DDP averaged over the ranks) are left in its parameters."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        points = self.model.training_levels(random) if self.levels > 1 else None
+        if points:
+            return self._averaged_gradients(x, points)
         level, lmbda = self._draw_level()
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             out = self.net(x, level)
         terms = self._rate_distortion(out, x, lmbda)
         self.scaler.scale(terms["loss"]).backward()
         return terms
+
+    def _averaged_gradients(self, x: torch.Tensor,
+                            points: list[tuple[float, float]]) -> dict[str, torch.Tensor]:
+        """The loss averaged over the family's (level, λ position) points of one batch
+        (`CodecModel.training_levels`), a forward and backward each (one graph in memory at a
+        time). Under DDP only the last backward synchronises the accumulated gradients: the
+        family lists a point that uses every parameter last."""
+        totals: dict[str, torch.Tensor] = {}
+        for i, (level, position) in enumerate(points):
+            lmbda = geometric(position, self.levels, *self.lmbda_range)
+            last = i == len(points) - 1
+            with contextlib.nullcontext() if last or self.d.world == 1 else self.net.no_sync():
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                    out = self.net(x, level)
+                terms = self._rate_distortion(out, x, lmbda)
+                self.scaler.scale(terms["loss"] / len(points)).backward()
+            for key, value in terms.items():
+                totals[key] = totals.get(key, 0.0) + value.detach() / len(points)
+        return totals
 
     def _train_step(self, x: torch.Tensor) -> dict[str, float]:
         for group in self.optimizer.param_groups:

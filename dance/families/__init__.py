@@ -1,2 +1,2 @@
 """The built-in codec families; importing this package registers them (`dance.models`)."""
-from . import cs, dance, hyperprior, walloc  # noqa: F401
+from . import cs, dance, hyperprior, slimmable, walloc  # noqa: F401
