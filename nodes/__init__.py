@@ -15,6 +15,8 @@ BUILTIN = {
     "zmq_pub": "nodes.zmq_bridge:ZmqPub",
     "zmq_sub": "nodes.zmq_bridge:ZmqSub",
     "encode": "nodes.codec:Encode",
+    "adapt": "nodes.adapt:Adapt",
+    "link_ack": "nodes.adapt:LinkAck",
     "decode": "nodes.codec:Decode",
     "clip_zero_shot": "nodes.clip:ClipZeroShot",
     "classify": "nodes.classify:Classify",

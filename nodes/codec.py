@@ -14,11 +14,16 @@ output re-companded, exact to float32 rounding), for an `expand` node downstream
 Rate: `level`, `ratio`, `bytes` or `bitrate` (kb/s, audio) set the operating point of a
 variable-rate codec per packet (none: its top level). A dict on the `control` input with any of
 those keys replaces the target from the next packet on, so a controller can follow a link; a
-control message that does not parse is counted (`control_rejected`) and ignored.
+control message that does not parse is counted (`control_rejected`) and ignored. A packet whose
+meta carries `target` (a dict like the control input's, set by an `adapt` node upstream) is coded
+at that target; a byte budget no level fits is coded at level 0 and counted (`target_missed`).
+Encoded packets carry the `level` coded and `encode_ms`, and `encoded_ns` (monotonic clock) when
+they leave, which a link controller reads from the acknowledgements.
 """
 from __future__ import annotations
 
 import os
+import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Iterator
@@ -27,7 +32,7 @@ from pipeline.messages import did_you_mean
 from pipeline.node import FILE_OR_NAME, Input, Node, Output, Param
 from pipeline.packet import MU_LAW, Packet
 
-CODEC_META = ("codec", "kind", "raw_bytes")
+CODEC_META = ("codec", "kind", "raw_bytes", "level", "encode_ms", "encoded_ns")
 MAX_REMEMBERED_CODECS = 64  # names a hostile stream invents are not remembered past this
 
 
@@ -73,7 +78,7 @@ class Encode(Node):
         self.target = self._target({"level": self.level, "ratio": self.ratio,
                                     "bytes": self.bytes, "bitrate": self.bitrate})
         self._audio_streams: dict[str, object] = {}
-        self.counters.update(control_accepted=0, control_rejected=0)
+        self.counters.update(control_accepted=0, control_rejected=0, target_missed=0)
 
     def _target(self, spec: dict):
         from dance.targets import Target
@@ -92,10 +97,33 @@ class Encode(Node):
         except (TypeError, ValueError):
             self.counters["control_rejected"] += 1
 
+    def _packet_target(self, packet: Packet):
+        """The target a controller put in the packet's meta, else the node's own."""
+        spec = packet.meta.get("target")
+        if spec is None:
+            return self.target
+        try:
+            if not isinstance(spec, dict):
+                raise ValueError("not a dict")
+            return self._target(spec)
+        except (TypeError, ValueError):
+            self.counters["control_rejected"] += 1
+            return self.target
+
     def on_image(self, packet: Packet) -> None:
+        from dance.targets import Target, TargetError
+
         self._require("image")
-        self._emit_encoded(packet, "image", self.codec.compress(packet.payload,
-                                                                target=self.target))
+        started = time.perf_counter()
+        target = self._packet_target(packet)
+        try:
+            data = self.codec.compress(packet.payload, target=target)
+        except TargetError:
+            if target.bytes is None:
+                raise
+            self.counters["target_missed"] += 1
+            data = self.codec.compress(packet.payload, target=Target(level=0))
+        self._emit_encoded(packet, "image", data, started)
 
     def on_audio(self, packet: Packet) -> None:
         self._require("audio")
@@ -107,7 +135,8 @@ class Encode(Node):
                 self._check_companding(packet)
             session = self._audio_streams[packet.stream] = self.codec.audio_encoder(
                 rate, companded, blocks=True)
-        self._emit_encoded(packet, "audio", session.encode(packet.payload, self.target))
+        started = time.perf_counter()
+        self._emit_encoded(packet, "audio", session.encode(packet.payload, self.target), started)
 
     def _check_companding(self, packet: Packet) -> None:
         pre = self.codec.preprocessor
@@ -122,8 +151,14 @@ class Encode(Node):
             raise ValueError(f"node '{self.name}': checkpoint {self.checkpoint} is an "
                              f"{self.codec.kind} codec but a packet arrived on input '{kind}'")
 
-    def _emit_encoded(self, packet: Packet, kind: str, data: bytes) -> None:
-        meta = {**packet.meta, "codec": self.codec.id, "kind": kind, "raw_bytes": packet.nbytes}
+    def _emit_encoded(self, packet: Packet, kind: str, data: bytes, started: float) -> None:
+        from dance.bitstream import is_block, unpack, unpack_block
+
+        level = (unpack_block(data) if is_block(data) else unpack(data)).level
+        meta = {**packet.meta, "codec": self.codec.id, "kind": kind, "raw_bytes": packet.nbytes,
+                "level": level,
+                "encode_ms": round((time.perf_counter() - started) * 1000, 3),
+                "encoded_ns": time.monotonic_ns()}
         self.emit("encoded", packet.replace(payload=data, meta=meta))
 
 

@@ -4,8 +4,8 @@ root) whose loopback is rate-shaped by `tc qdisc ... tbf`, its rate following a 
 netem is not available on these kernels; a token bucket is. Everything a benchmark starts inside
 the namespace (graph processes, ZeroMQ links on 127.0.0.1) shares the shaped loopback, in both
 directions, like the two ends of one radio link. The loopback MTU is set to 1500 so that packets
-are Ethernet-sized (tbf drops any packet larger than its bucket; loopback's 64 KiB default would
-make the bucket, and so the bursts, that large).
+are Ethernet-sized, and the bucket holds one packet: tbf drops any packet larger than its
+bucket, and a larger bucket would let bursts pass above the rate, which a radio link does not.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Sequence
 
 NAMESPACE_FLAG = "DANCE_SHAPED_NETNS"   # set in the environment of a process inside one
 MTU = 1500
-BURST_BYTES = 4 * MTU                   # a few packets: the rate holds on a 10 ms scale
+BURST_BYTES = MTU + 100             # one packet: no bursts above the rate (a radio has none)
 QUEUE_LATENCY_MS = 400                  # packets wait at most this long in the bucket's queue
 
 
