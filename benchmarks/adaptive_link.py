@@ -39,7 +39,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--trace", default="200:15,80:15,200:15", help="KBPS:SECONDS,...")
     p.add_argument("--deadline", type=float, default=250.0, help="round trip, ms")
     p.add_argument("--codec", default="aria-image")
-    p.add_argument("--fixed", default="24,32,40,48,56,63", help="fixed levels to compare")
+    p.add_argument("--fixed", default="24,32,40,48,56,63",
+                   help="fixed levels to compare (all: every level)")
+    p.add_argument("--points", action="store_true",
+                   help="adapt picks from the codec checkpoint's operating-point table "
+                        "(benchmarks/slim_points.py) instead of giving byte budgets")
     p.add_argument("--speed", type=float, default=1.0,
                    help="replay speed: 1.0 = the camera's 20 fps")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "adaptive_link")
@@ -54,6 +58,8 @@ def run_strategy(args, name: str, fixed: int | None, segments) -> list[dict]:
             f"replay.speed={args.speed}", f"replay.path={RECORDING}"]
     if fixed is not None:
         sets.append(f"adapt.fixed_level={fixed}")
+    elif args.points:
+        sets.append(f"adapt.points={args.codec}")
     trace = [linkshape.Segment(WARMUP_S, segments[0].bytes_per_s), *segments]
     follower = linkshape.TraceFollower(trace)
     follower.start()
@@ -157,7 +163,9 @@ def main() -> int:
         return linkshape.run_inside([sys.executable, *sys.argv]).returncode
     segments = linkshape.parse_trace(args.trace)
     args.out.mkdir(parents=True, exist_ok=True)
-    strategies = [("adaptive", None)] + [(f"level {L}", int(L)) for L in args.fixed.split(",")]
+    levels = range(Quality(args.codec).codec.levels) if args.fixed == "all" else \
+        [int(L) for L in args.fixed.split(",")]
+    strategies = [("adaptive", None)] + [(f"level {L}", L) for L in levels]
     from tqdm import tqdm
 
     runs = {}

@@ -34,7 +34,7 @@ from collections import deque
 
 import zmq
 
-from pipeline.node import OUTPUT, Input, Node, Output, Param
+from pipeline.node import FILE_OR_NAME, OUTPUT, Input, Node, Output, Param
 from pipeline.packet import Packet
 
 DEFAULT_ACK_ENDPOINT = "tcp://127.0.0.1:5610"
@@ -64,14 +64,26 @@ class Adapt(Node):
                      min=0.05, max=1.0)
     hysteresis = Param(int, 3, "frames a larger point must fit before the switch up", min=1)
     fixed_level = Param(int, None, "no control: every frame at this level (baselines)", min=0)
-    points = Param(list, [], "operating points [{level, bytes, encoder_ms}] to pick from; empty: "
-                   "give the encoder a byte budget")
+    points = Param(str, "", "checkpoint whose operating-point table (extra.points: level, "
+                   "bytes, encoder_ms, psnr_db; benchmarks/slim_points.py writes it) to pick "
+                   "from; empty: give the encoder a byte budget", path=FILE_OR_NAME)
     log = Param(str, "", "CSV of every frame: time, choice, bandwidth estimate, latency",
                 path=OUTPUT)
     plot = Param(str, "", "PNG of chosen point, bandwidth estimate and latency over time",
                  path=OUTPUT)
 
+    @classmethod
+    def check(cls, params: dict, wiring):
+        """The points checkpoint exists and holds a table."""
+        if params["points"]:
+            try:
+                operating_points(params["points"])
+            except ValueError as exc:
+                yield "points", str(exc)
+
     def setup(self) -> None:
+        self.table = operating_points(self.points) if self.points else []
+        self.size_correction = 1.0               # actual / table bytes on this content (EWMA)
         self.ctx = zmq.Context()
         self.acks = self.ctx.socket(zmq.PULL)
         self.acks.maxmsgsize = MAX_ACK_BYTES
@@ -93,7 +105,7 @@ class Adapt(Node):
         self.idle_run = 0                        # acked frames in a row that found the link idle
         self.backoff = 1.0                       # AIMD factor on the budget, after late frames
         self.link_free_ns = 0                    # when the link ends sending what was planned
-        self.allowed: float | None = None        # the budget in force, with hysteresis
+        self.allowed = None                      # the budget (or table point) in force
         self.higher_for = 0
         self.started_ns = time.monotonic_ns()
         self.counters.update(frames=0, acked=0, ack_rejected=0, within_deadline=0, switches=0,
@@ -137,6 +149,10 @@ class Adapt(Node):
         frame["idle_found"] = ack["encoded_ns"] > self.last_ack_ns
         self.idle_run = self.idle_run + 1 if frame["idle_found"] else 0
         frame["wire_ms"] = (now - ack["encoded_ns"]) / 1e6
+        if self.table and isinstance(ack.get("level"), int):
+            listed = next((p["bytes"] for p in self.table if p["level"] == ack["level"]), None)
+            if listed:
+                self.size_correction = 0.8 * self.size_correction + 0.2 * ack["bytes"] / listed
         if frame["planned"] > ack["bytes"]:     # the plan took the link for longer than it did
             self.link_free_ns -= int((frame["planned"] - ack["bytes"]) / self.bandwidth() * 1e9)
         # what the model of the link leaves out (a busy encoder CPU, queues before it) shows as
@@ -196,12 +212,32 @@ class Adapt(Node):
             self.higher_for += 1
             if self.higher_for >= self.hysteresis:
                 self.allowed, self.higher_for = budget, 0
-        if not self.points:
-            return {"bytes": max(1, int(self.allowed))}, self.allowed
-        fitting = [p for p in self.points if p["bytes"] <= self.allowed]
-        point = max(fitting, key=lambda p: p.get("quality", p["bytes"])) if fitting \
-            else min(self.points, key=lambda p: p["bytes"])
-        return {"level": int(point["level"])}, float(point["bytes"])
+        return {"bytes": max(1, int(self.allowed))}, self.allowed
+
+    def _choose_point(self, now_ns: int) -> tuple[dict, float]:
+        """The table's best-quality point whose encoder time and (content-corrected) bytes
+        arrive within the deadline; a better one only after `hysteresis` frames in a row."""
+        rate = self.headroom * self.backoff * self.bandwidth()
+        if self.idle_run >= PROBE_AFTER:
+            rate *= PROBE_GAIN
+
+        def arrives_in_time(point: dict) -> bool:
+            start_ns = max(now_ns + point["encoder_ms"] * 1e6, self.link_free_ns)
+            seconds = (start_ns - now_ns) / 1e9 + point["bytes"] * self.size_correction / rate
+            return seconds <= self.deadline_ms / 1e3
+
+        fitting = [p for p in self.table if arrives_in_time(p)]
+        best = max(fitting, key=lambda p: p["psnr_db"]) if fitting \
+            else min(self.table, key=lambda p: p["bytes"])
+        current = self.allowed
+        if current is None or best["psnr_db"] <= current["psnr_db"] or current not in fitting:
+            self.allowed, self.higher_for = best, 0
+        else:
+            self.higher_for += 1
+            if self.higher_for >= self.hysteresis:
+                self.allowed, self.higher_for = best, 0
+        point = self.allowed
+        return {"level": int(point["level"])}, point["bytes"] * self.size_correction
 
     def on_packets(self, packet: Packet) -> Packet:
         self._handle_acks()
@@ -211,7 +247,7 @@ class Adapt(Node):
             target, planned = {"level": self.fixed_level}, 0.0
         else:
             previous = self.allowed
-            target, planned = self._choose(budget)
+            target, planned = self._choose_point(now) if self.table else self._choose(budget)
             self.counters["switches"] += previous is not None and self.allowed != previous
             self._plan(now, planned)
         self.seq += 1
@@ -248,6 +284,26 @@ class Adapt(Node):
             write_log(self.log, self.frames)
         if self.plot:
             plot_frames(self.plot, self.frames, self.deadline_ms)
+
+
+def operating_points(checkpoint: str) -> list[dict]:
+    """The table `benchmarks/slim_points.py` stores in a checkpoint's extra["points"]; a
+    ValueError naming the checkpoint when it has none or a malformed one."""
+    from dance.zoo import CheckpointError, load_checkpoint, resolve_checkpoint
+
+    try:
+        ckpt = load_checkpoint(resolve_checkpoint(checkpoint))
+    except (CheckpointError, OSError) as exc:
+        raise ValueError(str(exc)) from None
+    rows = (ckpt.get("extra") or {}).get("points")
+    keys = {"level": int, "bytes": (int, float), "encoder_ms": (int, float),
+            "psnr_db": (int, float)}
+    if not isinstance(rows, list) or not rows or not all(
+            isinstance(r, dict) and all(isinstance(r.get(k), t) for k, t in keys.items())
+            for r in rows):
+        raise ValueError(f"{checkpoint}: no operating-point table (extra.points with level, "
+                         "bytes, encoder_ms, psnr_db): write one with benchmarks/slim_points.py")
+    return [{k: r[k] for k in keys} for r in rows]
 
 
 def write_log(path: str, frames: list[dict]) -> None:

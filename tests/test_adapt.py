@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import yaml
 import zmq
 
-from nodes.adapt import Adapt
+from nodes.adapt import Adapt, operating_points
 from pipeline import linkshape
 from pipeline.packet import Packet
 from tests.conftest import ROOT, dance
@@ -123,3 +124,25 @@ def test_adapt_keeps_the_deadline_on_a_shaped_link(tmp_path):
             sent = sum(int(r["bytes"] or 0) for r in rows) / (len(rows) / 10)
             assert sent < 40_000 * 1.05, sent
     assert runs["adaptive"] >= 0.85 and runs["fixed"] <= 0.3, runs
+
+
+def test_table_mode_picks_listed_levels_and_validate_names_a_missing_table(tmp_path, aea_vrs):
+    """points: a checkpoint with the operating-point table benchmarks/slim_points.py measured."""
+    table = tmp_path / "aria-image-points.pt"
+    measured = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "slim_points.py"), "aria-image", "--data",
+         str(aea_vrs), "--frames", "0:1", "--crop", "256", "--out", str(table)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert measured.returncode == 0, measured.stderr[-2000:]
+    levels = {p["level"] for p in operating_points(str(table))}
+    graph = _graph(tmp_path, 10, 5, {"deadline_ms": 3000, "points": str(table)})
+    result = dance("run", graph, "--quiet", timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = _rows(tmp_path)
+    assert len(rows) == 10 and all(json.loads(r["target"])["level"] in levels for r in rows)
+    # fast unshaped link, generous deadline: the best listed point (the top level)
+    assert int(rows[-1]["level"]) == max(levels)
+
+    no_table = _graph(tmp_path, 10, 5, {"points": "aria-image"})
+    checked = dance("validate", no_table)
+    assert checked.returncode != 0 and "no operating-point table" in checked.stdout + checked.stderr
