@@ -86,6 +86,21 @@ def _write_atomic(path: Path, document) -> None:
     os.replace(partial, path)
 
 
+class one_thread:
+    """Torch on one thread inside the block: a task's results must not depend on how many
+    threads its worker has (float sums in another order can move a rounding, hence bytes),
+    and one thread is also the device-side speed the tables report."""
+
+    def __enter__(self):
+        import torch
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import torch
+        torch.set_num_threads(self.threads)
+
+
 def default_workers() -> int:
     """All the cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

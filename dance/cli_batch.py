@@ -79,6 +79,7 @@ def encode_index(args: argparse.Namespace, codec, target) -> int:
 
 def encode_recording(task: dict) -> list[dict]:
     """The task of one recording: its containers, each written whole, and their summaries."""
+    from .batch import one_thread
     from .targets import Target
 
     codec = _codec(task)
@@ -92,7 +93,8 @@ def encode_recording(task: dict) -> list[dict]:
     results = []
     for item in items:
         signal = item.read()
-        data = _compress(codec, item, signal, target, encoders)
+        with one_thread():
+            data = _compress(codec, item, signal, target, encoders)
         destination = folder / f"{item.stem}.dnc"
         _write_whole(destination, data)
         results.append({"recording": task["id"],

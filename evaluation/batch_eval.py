@@ -160,7 +160,7 @@ def image_chunk(task: dict) -> dict:
     the frame dicts of image_table.score_frame. Torch runs on one thread: decoders give
     slightly different pixels on other thread counts, and results must not depend on how many
     workers share the cores."""
-    from .image_table import one_thread
+    from dance.batch import one_thread
 
     with one_thread():
         return _image_chunk(task)
@@ -241,7 +241,7 @@ def index_audio_clips(args: argparse.Namespace, methods: list, target) -> tuple[
 def audio_clip(task: dict) -> dict:
     """Task: one recording's mic audio through every method (audio_table.evaluate), torch on
     one thread as in image_chunk."""
-    from .image_table import one_thread
+    from dance.batch import one_thread
 
     with one_thread():
         return _audio_clip(task)

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dance.batch import one_thread
+
 from .batch_eval import add_index_arguments
 from .report import add_output_arguments, fmt, write_json
 
@@ -262,19 +264,6 @@ def code_frame(original, codecs, step, target=None, baselines=BASELINES) -> list
                             {"scale": fit.scale, "quality": fit.quality,
                              "encode_seconds": time.perf_counter() - started}))
     return results
-
-
-class one_thread:
-    """Torch on one thread inside the block (the device-side speed the table reports)."""
-
-    def __enter__(self):
-        import torch
-        self.threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        import torch
-        torch.set_num_threads(self.threads)
 
 
 def _throughput(frames: list[dict]) -> float | None:
