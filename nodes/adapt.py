@@ -8,8 +8,9 @@ From the acknowledgements `adapt` measures, on its own clock only:
 - round-trip latency: from the frame reaching `adapt` to its acknowledgement arriving;
 - the link's bandwidth: the dispersion of the acks of packets queued behind each other (bytes
   acked over the last 400 ms of a busy period of the link), the median of the last few
-  samples. When frames keep finding the link idle, nothing measures more: the budget then
-  probes 25% above the estimate, so that frames queue and the next samples tell;
+  samples. When frames keep finding the link idle (8 in a row, on time, each filling 70% of
+  its budget), nothing measures more: the estimate is then raised by 15%, again and again,
+  until frames queue and the dispersion of their acks measures the link;
 - the encoder's own time (the `encode_ms` the encode node reports).
 
 Per frame it then picks the largest byte budget that arrives within the deadline behind the
@@ -19,7 +20,8 @@ operating points (bytes, encoder ms, quality per level: the slimmable family shi
 the best level whose bytes and encoder time fit, else the encoder is given the byte budget
 (any variable-rate codec). Going down is immediate; going up waits `hysteresis` frames. Frames
 that arrive late all the same (an encoder starved of CPU, queues the model leaves out) scale
-the budget down by 0.7 each; punctual ones let it recover by 0.02 a frame.
+the budget down by 0.7 each; punctual ones let it recover by 0.02 a frame. Each ack resyncs the
+virtual queue: the link has just delivered that frame and owes the ones planned after it.
 `fixed_level` turns the controller off (same measurements): the baseline strategies of
 benchmarks/adaptive_link.py.
 """
@@ -43,8 +45,10 @@ ACK_FIELDS = {"seq": int, "bytes": int, "encoded_ns": int}
 BANDWIDTH_SAMPLES = 7
 SAMPLE_WINDOW_MS = 400
 MIN_SPAN_MS = 150
-PROBE_AFTER = 5               # frames finding the link idle before a budget probes higher
-PROBE_GAIN = 1.25
+PROBE_AFTER = 8               # frames in a row finding the link idle before the estimate rises
+PROBE_GAIN = 1.15
+PROBE_FILL = 0.7              # ... each filling its budget this much (else more would not help)
+CEILING_S = 5.0               # probes stay under the estimate of the last late frame this long
 LATE = 0.9                      # a frame this close to the deadline makes the budget back off
 MIN_BACKOFF = 0.2
 MAX_IN_FLIGHT = 4096            # frames remembered until acknowledged (older ones are misses)
@@ -103,6 +107,7 @@ class Adapt(Node):
         self.last_ack_ns = 0
         self.period: deque[tuple[int, int]] = deque()   # (ack time, bytes acked) this period
         self.idle_run = 0                        # acked frames in a row that found the link idle
+        self.ceiling, self.ceiling_until = 0.0, 0  # the estimate when frames last came late
         self.backoff = 1.0                       # AIMD factor on the budget, after late frames
         self.link_free_ns = 0                    # when the link ends sending what was planned
         self.allowed = None                      # the budget (or table point) in force
@@ -148,17 +153,31 @@ class Adapt(Node):
         frame["sample"] = self._sample(ack["encoded_ns"], ack["bytes"], now)
         frame["idle_found"] = ack["encoded_ns"] > self.last_ack_ns
         self.idle_run = self.idle_run + 1 if frame["idle_found"] else 0
+        limited = ack["bytes"] >= PROBE_FILL * frame["planned"]   # the budget held it back
+        if self.idle_run >= PROBE_AFTER and limited and \
+                frame["latency_ms"] < self.deadline_ms * LATE:
+            # the link stays idle: no sample can show more than the frames use, so raise the
+            # estimate (all its samples) until frames queue and dispersion measures the link
+            probe = self.bandwidth() * PROBE_GAIN
+            if now < self.ceiling_until:
+                probe = min(probe, max(self.bandwidth(), 0.95 * self.ceiling))
+            self.samples = deque([probe] * max(1, len(self.samples)), maxlen=BANDWIDTH_SAMPLES)
+            self.idle_run = 0
         frame["wire_ms"] = (now - ack["encoded_ns"]) / 1e6
         if self.table and isinstance(ack.get("level"), int):
             listed = next((p["bytes"] for p in self.table if p["level"] == ack["level"]), None)
             if listed:
                 self.size_correction = 0.8 * self.size_correction + 0.2 * ack["bytes"] / listed
-        if frame["planned"] > ack["bytes"]:     # the plan took the link for longer than it did
-            self.link_free_ns -= int((frame["planned"] - ack["bytes"]) / self.bandwidth() * 1e9)
+        # the link has just delivered this frame: what it still owes is the frames planned after
+        # it, at the rate as now estimated (the virtual queue follows the real one)
+        owed = sum(f["planned"] for f in self.in_flight.values())
+        self.link_free_ns = now + int(owed / (self.headroom * self.backoff * self.bandwidth()) * 1e9)
         # what the model of the link leaves out (a busy encoder CPU, queues before it) shows as
         # late frames: back off multiplicatively, recover additively (AIMD)
         if frame["latency_ms"] > self.deadline_ms * LATE:
             self.backoff = max(MIN_BACKOFF, self.backoff * 0.7)
+            # probing went past what the link carries: do not probe above this for a while
+            self.ceiling, self.ceiling_until = self.bandwidth(), now + CEILING_S * 1e9
         elif frame["latency_ms"] < self.deadline_ms * 0.6:
             self.backoff = min(1.0, self.backoff + 0.02)
         self.last_ack_ns = now
@@ -191,8 +210,6 @@ class Adapt(Node):
         its median time and waits for the link to finish what is planned before it (a virtual
         queue, so frames arriving faster than the link drains get smaller budgets)."""
         rate = self.headroom * self.backoff * self.bandwidth()
-        if self.idle_run >= PROBE_AFTER:    # the link is never busy: no sample can say more
-            rate *= PROBE_GAIN
         encoded_ns = now_ns + int((statistics.median(self.encode_ms) if self.encode_ms else 0.0)
                                   * 1e6)
         start_ns = max(encoded_ns, self.link_free_ns)
@@ -218,8 +235,6 @@ class Adapt(Node):
         """The table's best-quality point whose encoder time and (content-corrected) bytes
         arrive within the deadline; a better one only after `hysteresis` frames in a row."""
         rate = self.headroom * self.backoff * self.bandwidth()
-        if self.idle_run >= PROBE_AFTER:
-            rate *= PROBE_GAIN
 
         def arrives_in_time(point: dict) -> bool:
             start_ns = max(now_ns + point["encoder_ms"] * 1e6, self.link_free_ns)
