@@ -26,18 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dance.batch import local_ray_head  # noqa: E402
+
 SAMPLE = ROOT.parent / "shared" / "data" / "aea" / "recording.vrs"
 DANCE = [sys.executable, "-m", "pipeline.cli"]
 TIMING = {"encode_mp_per_s", "encode_seconds", "seconds", "wall_s"}
@@ -111,35 +111,6 @@ def without_timing(value):
 JOBS = {"encode": encode_job, "eval": eval_job}
 
 
-@contextmanager
-def ray_head(cpus: int = 2):
-    """A local Ray head with its own token, stopped by stopping its `ray start --block` (not
-    `ray stop`, which would stop every Ray cluster of this user); yields (address, env)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head",
-                             "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                             "--num-cpus", str(cpus), "--include-dashboard=false",
-                             "--disable-usage-stats"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        for line in head.stdout:
-            if "Ray runtime started" in line:
-                break
-        else:
-            sys.exit(f"error: ray start --head exited with {head.wait()}")
-        yield f"127.0.0.1:{port}", env
-    finally:
-        head.terminate()
-        head.wait(60)
-        try:
-            os.killpg(head.pid, signal.SIGKILL)     # any process that outlived it
-        except ProcessLookupError:
-            pass
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=4, help="recordings in the index (default 4)")
@@ -184,7 +155,7 @@ def main() -> int:
                 rows.append({**job(index, work, f"{kind}-w{workers}", ["--workers", workers],
                                    None, args), "workers": workers})
         if args.ray:
-            with ray_head() as (address, env):
+            with local_ray_head() as (address, env):
                 for kind, job in jobs.items():
                     print(f"-- {kind}, --ray {address}", file=sys.stderr)
                     rows.append({**job(index, work, f"{kind}-ray", ["--ray", address], env, args),

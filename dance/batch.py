@@ -8,6 +8,7 @@ worker count or the order tasks finished in. Results are JSON, never pickles.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -191,6 +192,41 @@ def _run_on_pool(function, todo: list[Task], workers: int, finished, store: Resu
             raise BatchError(f"a worker process died (killed, or out of memory) with "
                              f"{len(pending)} tasks unfinished; the finished ones are kept in "
                              f"{store.folder}: rerun the same command to do the rest") from None
+
+
+@contextlib.contextmanager
+def local_ray_head(cpus: int = 2):
+    """A Ray head on 127.0.0.1 with its own token, for tests and benchmarks; yields (address,
+    environment for the drivers). It is stopped by stopping its `ray start --block`, not by
+    `ray stop`, which would stop every Ray cluster of this user."""
+    import secrets
+    import signal
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head",
+                             "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                             "--num-cpus", str(cpus), "--include-dashboard=false",
+                             "--disable-usage-stats"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        for line in head.stdout or ():
+            if "Ray runtime started" in line:
+                break
+        else:
+            raise BatchError(f"ray start --head exited with {head.wait()}")
+        yield f"127.0.0.1:{port}", env
+    finally:
+        head.terminate()      # `ray start --block` stops the processes it started (~2 s)
+        head.wait(60)
+        try:
+            os.killpg(head.pid, signal.SIGKILL)     # any that outlived it
+        except ProcessLookupError:
+            pass
 
 
 def _run_on_ray(function, todo: list[Task], address: str, finished) -> None:

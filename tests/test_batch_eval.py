@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
-import socket
-import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from .conftest import AEA_VRS, ROOT, dance, dance_process
+from dance.batch import local_ray_head
+
+from .conftest import AEA_VRS, dance, dance_process
 
 TIMING = {"encode_mp_per_s", "encode_seconds", "seconds", "wall_s"}
 IMAGE = ("eval", "image", "--codec", "walloc-image", "--ratio", "150", "--frames", "0:1")
@@ -97,41 +95,12 @@ def test_two_workers_and_ray_give_the_same_results(index, reference, tmp_path):
     assert _results(tmp_path / "two.json") == reference[0]
     assert _table_rows(result.stdout) == _table_rows(reference[1])
     pytest.importorskip("ray", reason="--ray needs the ray package (pip install 'dance[scale]')")
-    with ray_cluster() as (address, env):
+    with local_ray_head() as (address, env):
         result = dance(*IMAGE, "--index", index, "--ray", address, *_outputs(tmp_path, "ray"),
                        env=env)
     assert result.returncode == 0, result.stderr
     assert "3 tasks run, 0 reused, 0 failed" in result.stderr
     assert _results(tmp_path / "ray.json") == reference[0]
-
-
-@contextmanager
-def ray_cluster():
-    """A Ray head with 2 CPUs and its own token, in its own process group, stopped by stopping
-    its `ray start --block` (not `ray stop`, which stops every Ray cluster of this user)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    head = subprocess.Popen([str(ROOT / ".venv/bin/ray"), "start", "--head", "--block",
-                             "--node-ip-address", "127.0.0.1", "--port", str(port),
-                             "--num-cpus", "2", "--include-dashboard=false",
-                             "--disable-usage-stats"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        for line in head.stdout:
-            if "Ray runtime started" in line:
-                break
-        else:
-            pytest.fail(f"ray start --head exited with {head.wait()}")
-        yield f"127.0.0.1:{port}", env
-    finally:
-        head.terminate()      # `ray start --block` stops the processes it started (~2 s)
-        head.wait(60)
-        try:
-            os.killpg(head.pid, signal.SIGKILL)     # any that outlived it
-        except ProcessLookupError:
-            pass
 
 
 def _worker_children(pid: int) -> list[int]:
