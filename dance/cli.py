@@ -95,8 +95,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     p.set_defaults(func=cmd_train)
 
-    from .dataset import register as register_dataset
-    register_dataset(subparsers)
+    p = subparsers.add_parser("dataset", help="the dataset manifest every --index job reads")
+    sub = p.add_subparsers(dest="dataset_command", required=True, metavar="COMMAND")
+    q = sub.add_parser("index", help="list recordings (streams, counts, split) as Parquet",
+                       description="Index every .vrs under the inputs: streams, frame and audio "
+                                   "counts, duration and a train/val/test split by recording. "
+                                   "Unreadable files are listed as corrupt with the reason.")
+    q.add_argument("inputs", nargs="+", metavar="DIR|GLOB|FILE")
+    q.add_argument("-o", "--output", required=True, metavar="INDEX.parquet")
+    q.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    q.add_argument("--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
+                   help="fractions of recordings per split (default 0.8,0.1,0.1)")
+    q.set_defaults(func=_guard(cmd_dataset_index))
 
     from evaluation import register as register_eval
     p = subparsers.add_parser("eval", help="codecs against baselines on your data (the "
@@ -210,6 +220,26 @@ def _check_probe(model, source: str) -> None:
         raise CliError(f"{source}: measuring this codec needs a probe of {positions:,} positions "
                        f"× {widest:,} channels, over {MAX_PROBE_ELEMENTS:,} elements (stride "
                        f"{model.stride}, {model.dims}-D)")
+
+
+# -- dataset index -----------------------------------------------------------------------------
+def cmd_dataset_index(args: argparse.Namespace) -> int:
+    from .dataset import SPLITS, index_recordings, parse_fractions, write_index
+
+    fractions = parse_fractions(args.split)
+    rows = index_recordings(args.inputs, args.seed, fractions)
+    write_index(rows, Path(args.output), args.seed, fractions)
+    ok = [r for r in rows if r.ok]
+    for r in rows:
+        if not r.ok:
+            print(f"corrupt: {r.id}: {r.error}", file=sys.stderr)
+    per_split = ", ".join(f"{sum(r.split == s for r in ok)} {s}" for s in SPLITS)
+    seconds = sum(r.duration_s for r in ok)
+    span = f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.1f} s"
+    print(f"{args.output}: {len(rows)} recordings ({len(ok)} ok, {len(rows) - len(ok)} corrupt; "
+          f"{per_split}); {sum(r.rgb_frames for r in ok):,} RGB frames, "
+          f"{sum(r.audio_frames for r in ok):,} audio frames, {span}")
+    return 0
 
 
 # -- export / train ----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""The dataset manifest: one Parquet row per VRS recording, so that every dataset-scale job
-(`dance eval --index`, `dance encode --index`, `dance extract --index`, `dance train` with
-`data.index`) reads the same list, the same counts and the same split (docs/scale.md).
+"""The dataset manifest (`dance dataset index`; its parser is in dance.cli): one Parquet row per
+VRS recording, so that every dataset-scale job (`dance eval --index`, `dance encode --index`,
+`dance extract --index`, `dance train` with `data.index`) reads the same list, the same counts
+and the same split (docs/scale.md).
 
 A file that fails dance/vrs.py's checks or has no readable stream is a row with status
 "corrupt" and the reason, never a fatal error. The split is by recording and comes from a
@@ -240,46 +241,3 @@ def _typed(column: str, value):
     if kind is int and value < 0:
         raise ValueError(f"column {column}: {value} is negative")
     return kind(value)
-
-
-# -- CLI ---------------------------------------------------------------------------------------
-def register(subparsers) -> None:
-    """`dance dataset index`."""
-    p = subparsers.add_parser("dataset", help="the dataset manifest every --index job reads")
-    sub = p.add_subparsers(dest="dataset_command", required=True, metavar="COMMAND")
-    q = sub.add_parser("index", help="list recordings (streams, counts, split) as Parquet",
-                       description="Index every .vrs under the inputs: streams, frame and audio "
-                                   "counts, duration and a train/val/test split by recording. "
-                                   "Unreadable files are listed as corrupt with the reason.")
-    q.add_argument("inputs", nargs="+", metavar="DIR|GLOB|FILE")
-    q.add_argument("-o", "--output", required=True, metavar="INDEX.parquet")
-    q.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    q.add_argument("--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
-                   help="fractions of recordings per split (default 0.8,0.1,0.1)")
-    q.set_defaults(func=cmd_index)
-
-
-def cmd_index(args) -> int:
-    import sys
-
-    try:
-        fractions = parse_fractions(args.split)
-        rows = index_recordings(args.inputs, args.seed, fractions)
-        write_index(rows, Path(args.output), args.seed, fractions)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc.filename or args.output}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    ok = [r for r in rows if r.ok]
-    for r in rows:
-        if not r.ok:
-            print(f"corrupt: {r.id}: {r.error}", file=sys.stderr)
-    per_split = ", ".join(f"{sum(r.split == s for r in ok)} {s}" for s in SPLITS)
-    seconds = sum(r.duration_s for r in ok)
-    span = f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.1f} s"
-    print(f"{args.output}: {len(rows)} recordings ({len(ok)} ok, {len(rows) - len(ok)} corrupt; "
-          f"{per_split}); {sum(r.rgb_frames for r in ok):,} RGB frames, "
-          f"{sum(r.audio_frames for r in ok):,} audio frames, {span}")
-    return 0
