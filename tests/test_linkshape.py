@@ -31,8 +31,8 @@ def send():
             push.send(payload, zmq.NOBLOCK)
         except zmq.Again:
             time.sleep(0.001)
+follower.start()       # shaped before the first byte: nothing crosses at loopback speed
 threading.Thread(target=send, daemon=True).start()
-follower.start()
 received = [0] * len(follower.segments)
 while time.monotonic() - follower.started_at < follower.duration:
     if pull.poll(50):
