@@ -31,7 +31,8 @@ from .batch_eval import add_index_arguments
 from .report import add_output_arguments, fmt, write_json
 
 BASELINES = (("RR+JPEG", "jpeg"), ("RR+WebP", "webp"))
-FAMILY_NAMES = {"walloc": "WaLLoC", "cs": "CS", "slimmable": "Slimmable"}   # row names of learned codecs; others: DANCE
+# row names of learned codecs; others: DANCE
+FAMILY_NAMES = {"walloc": "WaLLoC", "cs": "CS", "slimmable": "Slimmable"}
 AVIF = ("RR+AVIF", "avif")  # with --avif
 TOP_K = 5  # --classifier: agreement of the original top-1 with the decoded top-5
 VRS_SUFFIX = ".vrs"
